@@ -1,0 +1,799 @@
+/*
+ * paddock-agent: PID 1 of every Paddock guest VM.
+ *
+ * It mounts the guest's pseudo filesystems, opens the host channel (virtio-serial port
+ * "paddock.agent", or a vsock listener when there is no such port), says READY, and then
+ * serves the requests described in ../PROTOCOL.md: mounts, processes with pipes or a TTY,
+ * signals, resizes, flow-controlled stdio and exit statuses.
+ *
+ * One thread, one poll loop, no heap churn on the hot path. Written in C and linked statically
+ * against musl so that the whole initramfs is this one file (about 100 KiB): there is no
+ * runtime to start, which matters when the guest boots under TCG.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <net/if.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+/* linux/vm_sockets.h is not among musl's headers; this ABI struct is stable. */
+struct sockaddr_vm {
+	sa_family_t svm_family;
+	unsigned short svm_reserved1;
+	unsigned int svm_port;
+	unsigned int svm_cid;
+	unsigned char svm_flags;
+	unsigned char svm_zero[3];
+};
+#define VMADDR_CID_ANY (-1U)
+#ifndef AF_VSOCK
+#define AF_VSOCK 40
+#endif
+
+#define AGENT_VERSION "0.1.0"
+#define PROTOCOL_VERSION 1
+#define PORT_NAME "paddock.agent"
+#define VSOCK_PORT 1024
+
+#define MAX_FRAME (1u << 20)
+#define INITIAL_WINDOW (256u * 1024)
+#define MAX_PROCS 256
+#define MAX_OUTQ (4u << 20)
+#define READ_CHUNK 32768
+#define ORPHAN_STREAM_GRACE_MS 200
+
+enum {
+	M_READY = 1, M_RESULT = 2, M_STDOUT = 4, M_STDERR = 5, M_EXIT = 6, M_WINDOW_G = 7, M_PONG = 8,
+	M_MOUNT = 10, M_START = 11, M_STDIN = 12, M_SIGNAL = 13, M_RESIZE = 14, M_WINDOW_H = 15,
+	M_PING = 16, M_SHUTDOWN = 17, M_SET_TIME = 18, M_SYMLINK = 19,
+};
+enum {
+	T_VERSION = 1, T_KERNEL = 2, T_AGENT = 3,
+	T_ARG = 10, T_ENV = 11, T_CWD = 12, T_ROOT = 13, T_UID = 14, T_GID = 15, T_GROUP = 16,
+	T_TTY = 17, T_ROWS = 18, T_COLS = 19,
+	T_SOURCE = 20, T_TARGET = 21, T_FSTYPE = 22, T_MFLAGS = 23, T_DATA = 24, T_STDIN_OPEN = 25,
+	T_ERRNO = 30, T_MESSAGE = 31, T_PID = 32, T_EXIT_CODE = 33, T_SIGNAL = 34, T_BYTES = 35,
+	T_SIGNUM = 36, T_SECONDS = 40, T_NANOS = 41,
+};
+
+/* ---------- small utilities ---------- */
+
+static void logmsg(const char *fmt, ...)
+{
+	va_list ap;
+	char buf[512];
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0) return;
+	if (n > (int)sizeof buf - 2) n = sizeof buf - 2;
+	buf[n++] = '\n';
+	/* fd 2 is /dev/console (the 8250 serial line) when the kernel gave us one. */
+	(void)!write(2, buf, n);
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void put32(uint8_t *p, uint32_t v) { p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v; }
+static void put16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = v; }
+static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
+static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+
+static void set_nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+/* ---------- growable byte buffer ---------- */
+
+struct buf { uint8_t *data; size_t len, cap, off; };
+
+static void buf_reserve(struct buf *b, size_t extra)
+{
+	if (b->off && b->off == b->len) b->off = b->len = 0;
+	if (b->len + extra <= b->cap) return;
+	if (b->off) { /* compact before growing */
+		memmove(b->data, b->data + b->off, b->len - b->off);
+		b->len -= b->off; b->off = 0;
+		if (b->len + extra <= b->cap) return;
+	}
+	size_t cap = b->cap ? b->cap : 4096;
+	while (cap < b->len + extra) cap *= 2;
+	uint8_t *d = realloc(b->data, cap);
+	if (!d) { logmsg("agent: out of memory"); _exit(1); }
+	b->data = d; b->cap = cap;
+}
+static void buf_put(struct buf *b, const void *p, size_t n) { buf_reserve(b, n); memcpy(b->data + b->len, p, n); b->len += n; }
+static size_t buf_pending(const struct buf *b) { return b->len - b->off; }
+
+/* ---------- TLV payload builder and reader ---------- */
+
+struct tlv_out { uint8_t data[4096]; size_t len; };
+
+static void tlv_bytes(struct tlv_out *t, uint16_t tag, const void *p, size_t n)
+{
+	if (t->len + 6 + n > sizeof t->data) n = sizeof t->data - t->len - 6; /* truncate messages */
+	put16(t->data + t->len, tag); put32(t->data + t->len + 2, n);
+	memcpy(t->data + t->len + 6, p, n); t->len += 6 + n;
+}
+static void tlv_u32(struct tlv_out *t, uint16_t tag, uint32_t v) { uint8_t b[4]; put32(b, v); tlv_bytes(t, tag, b, 4); }
+static void tlv_str(struct tlv_out *t, uint16_t tag, const char *s) { tlv_bytes(t, tag, s, strlen(s)); }
+
+/* Iterates the fields of a payload; returns 0 at the end or on a malformed field. */
+struct tlv_it { const uint8_t *p, *end; };
+static int tlv_next(struct tlv_it *it, uint16_t *tag, const uint8_t **val, uint32_t *len)
+{
+	if (it->end - it->p < 6) return 0;
+	*tag = get16(it->p); *len = get32(it->p + 2);
+	if ((size_t)(it->end - it->p - 6) < *len) return 0;
+	*val = it->p + 6; it->p += 6 + *len;
+	return 1;
+}
+static char *dupstr(const uint8_t *v, uint32_t n)
+{
+	char *s = malloc(n + 1);
+	if (!s) return NULL;
+	memcpy(s, v, n); s[n] = 0;
+	return s;
+}
+
+/* ---------- the host channel ---------- */
+
+static int chan_fd = -1;
+static struct buf chan_in, chan_out;
+
+static void send_frame(uint16_t type, uint32_t id, const void *payload, size_t n)
+{
+	uint8_t h[12];
+	put32(h, n); put16(h + 4, type); put16(h + 6, 0); put32(h + 8, id);
+	buf_put(&chan_out, h, 12);
+	if (n) buf_put(&chan_out, payload, n);
+}
+
+static void send_result(uint32_t id, int err, const char *msg, int pid)
+{
+	struct tlv_out t = { .len = 0 };
+	tlv_u32(&t, T_ERRNO, err);
+	if (msg) tlv_str(&t, T_MESSAGE, msg);
+	if (pid > 0) tlv_u32(&t, T_PID, pid);
+	send_frame(M_RESULT, id, t.data, t.len);
+}
+
+static int find_virtio_port(char *path, size_t n)
+{
+	DIR *d = opendir("/sys/class/virtio-ports");
+	if (!d) return -1;
+	struct dirent *e;
+	int found = -1;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.') continue;
+		char p[300], name[64] = { 0 };
+		snprintf(p, sizeof p, "/sys/class/virtio-ports/%s/name", e->d_name);
+		int fd = open(p, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) continue;
+		ssize_t r = read(fd, name, sizeof name - 1);
+		close(fd);
+		if (r > 0 && name[r - 1] == '\n') name[r - 1] = 0;
+		if (strcmp(name, PORT_NAME) == 0) {
+			snprintf(path, n, "/dev/%s", e->d_name);
+			found = 0;
+			break;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+/* A virtio-vsock device is present when the transport driver has bound one. */
+static int have_vsock_device(void)
+{
+	DIR *d = opendir("/sys/bus/virtio/drivers/vmw_vsock_virtio_transport");
+	if (!d) return 0;
+	struct dirent *e;
+	int found = 0;
+	while ((e = readdir(d))) if (strncmp(e->d_name, "virtio", 6) == 0) found = 1;
+	closedir(d);
+	return found;
+}
+
+static int open_channel(void)
+{
+	char path[300];
+	/* The port is usually probed before init runs; allow a little time for late probing. */
+	for (int i = 0; i < 500; i++) {
+		if (find_virtio_port(path, sizeof path) == 0) {
+			int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+			if (fd >= 0) return fd;
+		}
+		if (have_vsock_device()) {
+			int vs = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			struct sockaddr_vm a = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = VSOCK_PORT };
+			if (vs >= 0 && bind(vs, (struct sockaddr *)&a, sizeof a) == 0 && listen(vs, 1) == 0) {
+				int c = accept4(vs, NULL, NULL, SOCK_CLOEXEC);
+				close(vs);
+				if (c >= 0) return c;
+			} else if (vs >= 0) close(vs);
+		}
+		usleep(10000);
+	}
+	return -1;
+}
+
+/* ---------- processes ---------- */
+
+struct proc {
+	uint32_t id;
+	pid_t pid;
+	int tty;
+	int in_fd, out_fd, err_fd; /* -1 when closed; with a TTY, out_fd is the master and in_fd == out_fd */
+	struct buf in_q;           /* stdin bytes waiting for the pipe */
+	int in_close_pending;      /* host closed stdin; close once in_q drains */
+	uint32_t out_window;       /* bytes the host still accepts */
+	uint32_t in_granted_unused;/* stdin credit we still owe back to the host */
+	int exited, status;
+	uint64_t exited_at;
+};
+
+static struct proc procs[MAX_PROCS];
+
+static struct proc *proc_by_id(uint32_t id)
+{
+	for (int i = 0; i < MAX_PROCS; i++) if (procs[i].id == id) return &procs[i];
+	return NULL;
+}
+static struct proc *proc_by_pid(pid_t pid)
+{
+	for (int i = 0; i < MAX_PROCS; i++) if (procs[i].id && procs[i].pid == pid) return &procs[i];
+	return NULL;
+}
+
+static void close_fd(int *fd) { if (*fd >= 0) close(*fd); *fd = -1; }
+
+static void proc_close_stdin(struct proc *p)
+{
+	if (p->tty) {
+		/* A TTY has no half-close: send the terminal's EOF character, as a terminal does on Ctrl-D. */
+		if (p->in_fd >= 0) { char eof = 4; (void)!write(p->in_fd, &eof, 1); }
+		return;
+	}
+	close_fd(&p->in_fd);
+}
+
+static void proc_output_eof(struct proc *p, int which)
+{
+	if (which == 1 && p->out_fd >= 0) {
+		if (p->tty) p->in_fd = -1; /* same fd */
+		close_fd(&p->out_fd);
+		send_frame(M_STDOUT, p->id, NULL, 0);
+	}
+	if (which == 2 && p->err_fd >= 0) {
+		close_fd(&p->err_fd);
+		send_frame(M_STDERR, p->id, NULL, 0);
+	}
+}
+
+static void proc_maybe_finish(struct proc *p)
+{
+	if (!p->exited || p->out_fd >= 0 || p->err_fd >= 0) return;
+	struct tlv_out t = { .len = 0 };
+	if (WIFSIGNALED(p->status)) {
+		tlv_u32(&t, T_EXIT_CODE, 128 + WTERMSIG(p->status));
+		tlv_u32(&t, T_SIGNAL, WTERMSIG(p->status));
+	} else {
+		tlv_u32(&t, T_EXIT_CODE, WEXITSTATUS(p->status));
+		tlv_u32(&t, T_SIGNAL, 0);
+	}
+	send_frame(M_EXIT, p->id, t.data, t.len);
+	close_fd(&p->in_fd);
+	free(p->in_q.data);
+	memset(p, 0, sizeof *p);
+	p->in_fd = p->out_fd = p->err_fd = -1;
+}
+
+struct start_req {
+	char *argv[1024]; int argc;
+	char *envp[1024]; int envc;
+	char *cwd, *root;
+	uid_t uid; gid_t gid;
+	gid_t groups[64]; int ngroups;
+	int tty, stdin_open; unsigned rows, cols;
+};
+
+static void free_start_req(struct start_req *r)
+{
+	for (int i = 0; i < r->argc; i++) free(r->argv[i]);
+	for (int i = 0; i < r->envc; i++) free(r->envp[i]);
+	free(r->cwd); free(r->root);
+}
+
+/* Runs in the child: never returns. Reports a failure's errno through err_pipe. */
+static void child_exec(struct start_req *r, int in, int out, int err, int err_pipe)
+{
+	sigset_t all; sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	for (int s = 1; s < NSIG; s++) signal(s, SIG_DFL);
+	if (r->tty) {
+		setsid();
+		ioctl(in, TIOCSCTTY, 0);
+	} else {
+		setsid(); /* its own process group, so a signal to the group stays inside the container */
+	}
+	dup2(in, 0); dup2(out, 1); dup2(err, 2);
+	if (in > 2) close(in);
+	if (out > 2 && out != in) close(out);
+	if (err > 2 && err != in && err != out) close(err);
+	int e = 0;
+	const char *step = "";
+	if (r->root && (chroot(r->root) < 0 || chdir("/") < 0)) { e = errno; step = "chroot"; goto fail; }
+	if (r->cwd && chdir(r->cwd) < 0) { e = errno; step = "chdir"; goto fail; }
+	if (setgroups(r->ngroups, r->groups) < 0) { e = errno; step = "setgroups"; goto fail; }
+	if (setgid(r->gid) < 0) { e = errno; step = "setgid"; goto fail; }
+	if (setuid(r->uid) < 0) { e = errno; step = "setuid"; goto fail; }
+	r->envp[r->envc] = NULL;
+	r->argv[r->argc] = NULL;
+	environ = r->envp; /* execvp searches the PATH of the new environment */
+	execvp(r->argv[0], r->argv);
+	e = errno; step = "exec";
+fail:;
+	uint8_t b[68] = { 0 };
+	put32(b, e);
+	strncpy((char *)b + 4, step, 63);
+	(void)!write(err_pipe, b, sizeof b);
+	_exit(127);
+}
+
+static void handle_start(uint32_t id, const uint8_t *pl, uint32_t n)
+{
+	struct start_req r;
+	memset(&r, 0, sizeof r);
+	r.rows = 24; r.cols = 80;
+	struct tlv_it it = { pl, pl + n };
+	uint16_t tag; const uint8_t *v; uint32_t len;
+	while (tlv_next(&it, &tag, &v, &len)) {
+		uint32_t u = len == 4 ? get32(v) : 0;
+		switch (tag) {
+		case T_ARG: if (r.argc < 1023) r.argv[r.argc++] = dupstr(v, len); break;
+		case T_ENV: if (r.envc < 1023) r.envp[r.envc++] = dupstr(v, len); break;
+		case T_CWD: free(r.cwd); r.cwd = dupstr(v, len); break;
+		case T_ROOT: free(r.root); r.root = dupstr(v, len); break;
+		case T_UID: r.uid = u; break;
+		case T_GID: r.gid = u; break;
+		case T_GROUP: if (r.ngroups < 64) r.groups[r.ngroups++] = u; break;
+		case T_TTY: r.tty = u != 0; break;
+		case T_ROWS: r.rows = u; break;
+		case T_COLS: r.cols = u; break;
+		case T_STDIN_OPEN: r.stdin_open = u != 0; break;
+		}
+	}
+	struct proc *slot = NULL;
+	if (id == 0 || proc_by_id(id)) { send_result(id, EEXIST, "process id in use", 0); goto out; }
+	if (r.argc == 0) { send_result(id, EINVAL, "no command", 0); goto out; }
+	for (int i = 0; i < MAX_PROCS && !slot; i++) if (!procs[i].id) slot = &procs[i];
+	if (!slot) { send_result(id, EAGAIN, "too many processes", 0); goto out; }
+
+	int in_r = -1, in_w = -1, out_r = -1, out_w = -1, err_r = -1, err_w = -1, master = -1, slave = -1;
+	int ep[2];
+	if (pipe2(ep, O_CLOEXEC) < 0) { send_result(id, errno, "pipe", 0); goto out; }
+	if (r.tty) {
+		struct winsize ws = { .ws_row = r.rows, .ws_col = r.cols };
+		if (openpty(&master, &slave, NULL, NULL, &ws) < 0) {
+			send_result(id, errno, "openpty", 0); close(ep[0]); close(ep[1]); goto out;
+		}
+		fcntl(master, F_SETFD, FD_CLOEXEC);
+		in_r = out_w = err_w = slave;
+	} else {
+		int a[2], b[2], c[2];
+		if (pipe2(b, O_CLOEXEC) < 0 || pipe2(c, O_CLOEXEC) < 0) { send_result(id, errno, "pipe", 0); goto out; }
+		out_r = b[0]; out_w = b[1]; err_r = c[0]; err_w = c[1];
+		if (r.stdin_open) {
+			if (pipe2(a, O_CLOEXEC) < 0) { send_result(id, errno, "pipe", 0); goto out; }
+			in_r = a[0]; in_w = a[1];
+		} else {
+			in_r = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		}
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(ep[0]);
+		/* dup2 in child_exec clears O_CLOEXEC on 0..2; everything else closes at exec. */
+		child_exec(&r, in_r, out_w, err_w, ep[1]);
+	}
+	close(ep[1]);
+	int fork_errno = errno;
+	if (r.tty) close(slave);
+	else { close(in_r); close(out_w); close(err_w); }
+	if (pid < 0) {
+		send_result(id, fork_errno, "fork", 0);
+		close_fd(&master); close_fd(&in_w); close_fd(&out_r); close_fd(&err_r); close(ep[0]);
+		goto out;
+	}
+	uint8_t eb[68];
+	ssize_t got = read(ep[0], eb, sizeof eb); /* EOF (0) means exec succeeded */
+	close(ep[0]);
+	if (got == (ssize_t)sizeof eb) {
+		eb[67] = 0;
+		int e = (int)get32(eb);
+		char msg[160];
+		snprintf(msg, sizeof msg, "%s: %s", (char *)eb + 4, strerror(e));
+		waitpid(pid, NULL, 0);
+		send_result(id, e, msg, 0);
+		close_fd(&master); close_fd(&in_w); close_fd(&out_r); close_fd(&err_r);
+		goto out;
+	}
+	memset(slot, 0, sizeof *slot);
+	slot->id = id; slot->pid = pid; slot->tty = r.tty;
+	slot->out_window = INITIAL_WINDOW;
+	if (r.tty) { slot->in_fd = slot->out_fd = master; slot->err_fd = -1; }
+	else { slot->in_fd = in_w; slot->out_fd = out_r; slot->err_fd = err_r; }
+	if (slot->in_fd >= 0) set_nonblock(slot->in_fd);
+	if (slot->out_fd >= 0) set_nonblock(slot->out_fd);
+	if (slot->err_fd >= 0) set_nonblock(slot->err_fd);
+	send_result(id, 0, NULL, pid);
+	if (slot->in_fd >= 0) { /* tell the host how much stdin it may send */
+		struct tlv_out t = { .len = 0 };
+		tlv_u32(&t, T_BYTES, INITIAL_WINDOW);
+		send_frame(M_WINDOW_G, id, t.data, t.len);
+	}
+out:
+	free_start_req(&r);
+}
+
+static int mkdir_p(const char *path)
+{
+	char tmp[4096];
+	size_t n = strlen(path);
+	if (n >= sizeof tmp) return -1;
+	memcpy(tmp, path, n + 1);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/') continue;
+		*p = 0;
+		if (mkdir(tmp, 0755) < 0 && errno != EEXIST) return -1;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0755) < 0 && errno != EEXIST) return -1;
+	return 0;
+}
+
+static void handle_mount(uint32_t id, const uint8_t *pl, uint32_t n)
+{
+	char *src = NULL, *target = NULL, *fstype = NULL, *data = NULL;
+	unsigned long flags = 0;
+	struct tlv_it it = { pl, pl + n };
+	uint16_t tag; const uint8_t *v; uint32_t len;
+	while (tlv_next(&it, &tag, &v, &len)) {
+		switch (tag) {
+		case T_SOURCE: free(src); src = dupstr(v, len); break;
+		case T_TARGET: free(target); target = dupstr(v, len); break;
+		case T_FSTYPE: free(fstype); fstype = dupstr(v, len); break;
+		case T_DATA: free(data); data = dupstr(v, len); break;
+		case T_MFLAGS: if (len == 4) flags = get32(v); break;
+		}
+	}
+	if (!target || target[0] != '/') { send_result(id, EINVAL, "mount: absolute TARGET required", 0); goto out; }
+	struct stat st, sst;
+	if (stat(target, &st) < 0) {
+		/* A bind mount of a file (a device node, /etc/hosts) needs a file to land on. */
+		int file = (flags & MS_BIND) && src && stat(src, &sst) == 0 && !S_ISDIR(sst.st_mode);
+		char parent[4096];
+		snprintf(parent, sizeof parent, "%s", target);
+		char *slash = strrchr(parent, '/');
+		if (file && slash && slash != parent) { *slash = 0; mkdir_p(parent); }
+		int r = file ? open(target, O_CREAT | O_WRONLY | O_CLOEXEC, 0644) : mkdir_p(target);
+		if (r < 0) { send_result(id, errno, "mount: create target", 0); goto out; }
+		if (file) close(r);
+	}
+	if (mount(src ? src : "none", target, fstype, flags, data) < 0) {
+		char msg[200];
+		int e = errno;
+		snprintf(msg, sizeof msg, "mount %s on %s (%s): %s", src ? src : "none", target, fstype ? fstype : "-", strerror(e));
+		send_result(id, e, msg, 0);
+		goto out;
+	}
+	send_result(id, 0, NULL, 0);
+out:
+	free(src); free(target); free(fstype); free(data);
+}
+
+static void handle_symlink(uint32_t id, const uint8_t *pl, uint32_t n)
+{
+	char *src = NULL, *target = NULL;
+	struct tlv_it it = { pl, pl + n };
+	uint16_t tag; const uint8_t *v; uint32_t len;
+	while (tlv_next(&it, &tag, &v, &len)) {
+		if (tag == T_SOURCE) { free(src); src = dupstr(v, len); }
+		if (tag == T_TARGET) { free(target); target = dupstr(v, len); }
+	}
+	if (!src || !target || target[0] != '/') send_result(id, EINVAL, "symlink: SOURCE and absolute TARGET required", 0);
+	else if (symlink(src, target) < 0 && errno != EEXIST) send_result(id, errno, "symlink", 0);
+	else send_result(id, 0, NULL, 0);
+	free(src); free(target);
+}
+
+static void handle_set_time(uint32_t id, const uint8_t *pl, uint32_t n)
+{
+	struct timespec ts = { 0 };
+	struct tlv_it it = { pl, pl + n };
+	uint16_t tag; const uint8_t *v; uint32_t len;
+	while (tlv_next(&it, &tag, &v, &len)) {
+		if (tag == T_SECONDS && len == 8) ts.tv_sec = (time_t)((uint64_t)get32(v) << 32 | get32(v + 4));
+		if (tag == T_NANOS && len == 4) ts.tv_nsec = get32(v);
+	}
+	send_result(id, clock_settime(CLOCK_REALTIME, &ts) < 0 ? errno : 0, NULL, 0);
+}
+
+static void flush_channel(void)
+{
+	/* Best effort, blocking: the host should see our last answer before the VM goes. */
+	if (chan_fd < 0) return;
+	fcntl(chan_fd, F_SETFL, fcntl(chan_fd, F_GETFL) & ~O_NONBLOCK);
+	while (buf_pending(&chan_out)) {
+		ssize_t w = write(chan_fd, chan_out.data + chan_out.off, buf_pending(&chan_out));
+		if (w <= 0) break;
+		chan_out.off += w;
+	}
+}
+
+static void power_off(void)
+{
+	flush_channel();
+	sync();
+	kill(-1, SIGKILL);
+	/* With reboot=t and QEMU's -no-reboot, a reset ends the VM; ACPI power-off is not needed. */
+	reboot(RB_AUTOBOOT);
+	_exit(0);
+}
+
+static uint32_t get_u32_field(const uint8_t *pl, uint32_t n, uint16_t want, uint32_t dflt)
+{
+	struct tlv_it it = { pl, pl + n };
+	uint16_t tag; const uint8_t *v; uint32_t len;
+	while (tlv_next(&it, &tag, &v, &len)) if (tag == want && len == 4) return get32(v);
+	return dflt;
+}
+
+static void handle_frame(uint16_t type, uint32_t id, const uint8_t *pl, uint32_t n)
+{
+	struct proc *p;
+	switch (type) {
+	case M_MOUNT: handle_mount(id, pl, n); break;
+	case M_START: handle_start(id, pl, n); break;
+	case M_STDIN:
+		if (!(p = proc_by_id(id)) || p->in_fd < 0) break;
+		if (n == 0) { if (buf_pending(&p->in_q)) p->in_close_pending = 1; else proc_close_stdin(p); }
+		else { buf_put(&p->in_q, pl, n); p->in_granted_unused += n; }
+		break;
+	case M_SIGNAL:
+		if ((p = proc_by_id(id)) && !p->exited) kill(p->pid, (int)get_u32_field(pl, n, T_SIGNUM, SIGTERM));
+		break;
+	case M_RESIZE:
+		if ((p = proc_by_id(id)) && p->tty && p->out_fd >= 0) {
+			struct winsize ws = { .ws_row = get_u32_field(pl, n, T_ROWS, 24), .ws_col = get_u32_field(pl, n, T_COLS, 80) };
+			ioctl(p->out_fd, TIOCSWINSZ, &ws);
+		}
+		break;
+	case M_WINDOW_H:
+		if ((p = proc_by_id(id))) p->out_window += get_u32_field(pl, n, T_BYTES, 0);
+		break;
+	case M_PING: send_frame(M_PONG, id, pl, n); break;
+	case M_SET_TIME: handle_set_time(id, pl, n); break;
+	case M_SYMLINK: handle_symlink(id, pl, n); break;
+	case M_SHUTDOWN: send_result(id, 0, NULL, 0); power_off(); break;
+	default: logmsg("agent: unknown message type %u", type); break;
+	}
+}
+
+static void parse_channel_input(void)
+{
+	for (;;) {
+		size_t avail = buf_pending(&chan_in);
+		if (avail < 12) return;
+		const uint8_t *h = chan_in.data + chan_in.off;
+		uint32_t len = get32(h);
+		if (len > MAX_FRAME) { logmsg("agent: oversized frame (%u), dropping channel input", len); chan_in.off = chan_in.len; return; }
+		if (avail < 12 + (size_t)len) return;
+		handle_frame(get16(h + 4), get32(h + 8), h + 12, len);
+		chan_in.off += 12 + len;
+	}
+}
+
+/* ---------- guest setup ---------- */
+
+static void mount_early(void)
+{
+	mkdir("/proc", 0755); mkdir("/sys", 0755); mkdir("/dev", 0755); mkdir("/run", 0755); mkdir("/tmp", 01777);
+	mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+	mkdir("/dev/pts", 0755);
+	mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620,gid=5");
+	symlink("pts/ptmx", "/dev/ptmx");
+	mkdir("/dev/shm", 01777);
+	mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+	mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+	mount("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	int lo = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (lo >= 0) {
+		struct ifreq ifr;
+		memset(&ifr, 0, sizeof ifr);
+		strcpy(ifr.ifr_name, "lo");
+		if (ioctl(lo, SIOCGIFFLAGS, &ifr) == 0) { ifr.ifr_flags |= IFF_UP; ioctl(lo, SIOCSIFFLAGS, &ifr); }
+		close(lo);
+	}
+}
+
+/* Debian's cloud kernel has virtio as modules: the initramfs lists them, in dependency order. */
+static void load_modules(void)
+{
+	FILE *f = fopen("/etc/paddock/modules", "re");
+	if (!f) return;
+	char line[512];
+	while (fgets(line, sizeof line, f)) {
+		line[strcspn(line, "\n")] = 0;
+		if (!line[0]) continue;
+		int fd = open(line, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) { logmsg("agent: module %s: %s", line, strerror(errno)); continue; }
+		if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
+			logmsg("agent: finit_module %s: %s", line, strerror(errno));
+		close(fd);
+	}
+	fclose(f);
+}
+
+/* ---------- main loop ---------- */
+
+int main(void)
+{
+	if (getpid() != 1) { fprintf(stderr, "paddock-agent must run as PID 1 of a guest VM\n"); return 1; }
+	for (int i = 0; i < MAX_PROCS; i++) procs[i].in_fd = procs[i].out_fd = procs[i].err_fd = -1;
+	mount_early();
+	load_modules();
+	setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
+
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGPIPE);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	sigdelset(&mask, SIGPIPE);
+	int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+
+	chan_fd = open_channel();
+	if (chan_fd < 0) { logmsg("agent: no host channel (virtio-serial port %s or vsock)", PORT_NAME); power_off(); }
+	set_nonblock(chan_fd);
+
+	struct utsname u;
+	uname(&u);
+	struct tlv_out t = { .len = 0 };
+	tlv_u32(&t, T_VERSION, PROTOCOL_VERSION);
+	tlv_str(&t, T_KERNEL, u.release);
+	tlv_str(&t, T_AGENT, AGENT_VERSION);
+	send_frame(M_READY, 0, t.data, t.len);
+
+	struct pollfd pfd[2 + MAX_PROCS * 3];
+	struct { struct proc *p; int which; } owner[2 + MAX_PROCS * 3];
+	int host_gone = 0;
+	static uint8_t chunk[READ_CHUNK];
+
+	for (;;) {
+		int n = 0, timeout = -1;
+		pfd[n] = (struct pollfd){ .fd = host_gone ? -1 : chan_fd, .events = POLLIN | (buf_pending(&chan_out) ? POLLOUT : 0) }; n++;
+		pfd[n] = (struct pollfd){ .fd = sfd, .events = POLLIN }; n++;
+		int out_room = buf_pending(&chan_out) < MAX_OUTQ;
+		for (int i = 0; i < MAX_PROCS; i++) {
+			struct proc *p = &procs[i];
+			if (!p->id) continue;
+			if (p->exited && (p->out_fd >= 0 || p->err_fd >= 0)) {
+				int64_t left = (int64_t)(p->exited_at + ORPHAN_STREAM_GRACE_MS) - (int64_t)now_ms();
+				if (left <= 0) { proc_output_eof(p, 1); proc_output_eof(p, 2); proc_maybe_finish(p); continue; }
+				if (timeout < 0 || left < timeout) timeout = (int)left;
+			}
+			int want_out = out_room && p->out_window > 0;
+			if (p->out_fd >= 0) { pfd[n] = (struct pollfd){ .fd = p->out_fd, .events = want_out ? POLLIN : 0 }; owner[n].p = p; owner[n].which = 1; n++; }
+			if (p->err_fd >= 0) { pfd[n] = (struct pollfd){ .fd = p->err_fd, .events = want_out ? POLLIN : 0 }; owner[n].p = p; owner[n].which = 2; n++; }
+			if (!p->tty && p->in_fd >= 0 && buf_pending(&p->in_q)) { pfd[n] = (struct pollfd){ .fd = p->in_fd, .events = POLLOUT }; owner[n].p = p; owner[n].which = 0; n++; }
+			if (p->tty && p->in_fd >= 0 && buf_pending(&p->in_q)) { /* the master is polled above; write opportunistically */
+				ssize_t w = write(p->in_fd, p->in_q.data + p->in_q.off, buf_pending(&p->in_q));
+				if (w > 0) p->in_q.off += w;
+				if (buf_pending(&p->in_q)) timeout = timeout < 0 || timeout > 10 ? 10 : timeout;
+			}
+		}
+		if (host_gone) timeout = timeout < 0 || timeout > 50 ? 50 : timeout;
+		if (poll(pfd, n, timeout) < 0 && errno != EINTR) { logmsg("agent: poll: %s", strerror(errno)); continue; }
+
+		/* host channel */
+		if (host_gone) {
+			ssize_t r = read(chan_fd, chunk, sizeof chunk);
+			if (r > 0) { host_gone = 0; buf_put(&chan_in, chunk, r); parse_channel_input(); }
+		} else {
+			if (pfd[0].revents & POLLIN) {
+				ssize_t r;
+				while ((r = read(chan_fd, chunk, sizeof chunk)) > 0) buf_put(&chan_in, chunk, r);
+				if (r == 0) host_gone = 1; /* no host connected to the port right now; retry later */
+				parse_channel_input();
+			}
+			if (buf_pending(&chan_out)) {
+				ssize_t w = write(chan_fd, chan_out.data + chan_out.off, buf_pending(&chan_out));
+				if (w > 0) chan_out.off += w;
+			}
+		}
+
+		/* children */
+		if (pfd[1].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof si) == sizeof si) {}
+			int status; pid_t pid;
+			while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+				struct proc *p = proc_by_pid(pid);
+				if (!p) continue; /* an orphan reparented to us */
+				p->exited = 1; p->status = status; p->exited_at = now_ms();
+			}
+		}
+
+		/* process streams */
+		for (int i = 2; i < n; i++) {
+			struct proc *p = owner[i].p;
+			if (!pfd[i].revents || !p->id) continue;
+			if (owner[i].which == 0) {
+				ssize_t w = write(p->in_fd, p->in_q.data + p->in_q.off, buf_pending(&p->in_q));
+				if (w < 0 && errno != EAGAIN) { p->in_q.off = p->in_q.len; close_fd(&p->in_fd); continue; }
+				if (w > 0) p->in_q.off += w;
+				continue;
+			}
+			int fd = owner[i].which == 1 ? p->out_fd : p->err_fd;
+			if (fd < 0 || fd != pfd[i].fd) continue;
+			size_t want = p->out_window < sizeof chunk ? p->out_window : sizeof chunk;
+			if (!want) continue;
+			ssize_t r = read(fd, chunk, want);
+			if (r > 0) {
+				send_frame(owner[i].which == 1 ? M_STDOUT : M_STDERR, p->id, chunk, r);
+				p->out_window -= r;
+			} else if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+				/* EOF, or EIO on a TTY master once every slave is closed */
+				proc_output_eof(p, owner[i].which);
+			}
+		}
+
+		/* stdin credit back to the host, stdin closes that were waiting for the queue to drain */
+		for (int i = 0; i < MAX_PROCS; i++) {
+			struct proc *p = &procs[i];
+			if (!p->id) continue;
+			if (p->in_granted_unused && buf_pending(&p->in_q) == 0) {
+				struct tlv_out w = { .len = 0 };
+				tlv_u32(&w, T_BYTES, p->in_granted_unused);
+				send_frame(M_WINDOW_G, p->id, w.data, w.len);
+				p->in_granted_unused = 0;
+			}
+			if (p->in_close_pending && buf_pending(&p->in_q) == 0) { p->in_close_pending = 0; proc_close_stdin(p); }
+			proc_maybe_finish(p);
+		}
+		if (buf_pending(&chan_out) && !host_gone) {
+			ssize_t w = write(chan_fd, chan_out.data + chan_out.off, buf_pending(&chan_out));
+			if (w > 0) chan_out.off += w;
+		}
+	}
+}

@@ -1,0 +1,108 @@
+/**
+ * The hypervisor driver interface. QEMU implements it today; Xen, VirtualBox, Firecracker and
+ * Cloud Hypervisor implement the same contract. The engine asks a driver for capabilities, never
+ * for its name, and adapts (e.g. a block-device rootfs where a driver cannot share directories).
+ */
+import type { Duplex } from 'node:stream';
+
+export type FsShareKind = '9p' | 'virtio-fs';
+
+export interface HypervisorCapabilities {
+  /** Directory sharing mechanisms, in the driver's order of preference. */
+  fsShare: FsShareKind[];
+  /** Devices can be added to a running VM. */
+  hotplugDisk: boolean;
+  hotplugNic: boolean;
+  pause: boolean;
+  /** The VM can be saved and restored (VM templates). */
+  snapshot: boolean;
+  resizeMemory: boolean;
+  resizeCpus: boolean;
+}
+
+export interface HypervisorInfo {
+  name: string;
+  version: string;
+  /** 'kvm', 'tcg', 'xen', ...: what actually runs guest code. */
+  accelerator: string;
+  /** Why this accelerator was chosen (shown in logs and `docker info`). */
+  acceleratorReason: string;
+}
+
+export interface ShareSpec {
+  /** Mount tag the guest uses to find the share. */
+  tag: string;
+  hostPath: string;
+  readOnly?: boolean;
+  kind?: FsShareKind;
+}
+
+export interface DiskSpec {
+  id: string;
+  hostPath: string;
+  readOnly?: boolean;
+  format?: 'raw' | 'qcow2';
+}
+
+export interface NicSpec {
+  id: string;
+  mac: string;
+  /** Host tap device name (created by the network layer). */
+  tap: string;
+}
+
+export interface VmSpec {
+  /** Unique, filesystem-safe name of the VM (the container ID). */
+  id: string;
+  kernelPath: string;
+  initrdPath: string;
+  /** Extra kernel command line arguments. */
+  kernelArgs?: string[];
+  memoryMiB: number;
+  vcpus: number;
+  shares?: ShareSpec[];
+  disks?: DiskSpec[];
+  nics?: NicSpec[];
+}
+
+export interface VmExit {
+  /** Process exit code of the VMM, or null when it was killed by a signal. */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** Last lines of the guest console, for error messages. */
+  consoleTail: string;
+}
+
+export interface VmStats {
+  /** Host memory used by the VMM process (resident set), bytes. */
+  rssBytes: number;
+  /** CPU time of the VMM process, nanoseconds. */
+  cpuNanos: number;
+}
+
+export interface Vm {
+  readonly id: string;
+  /** Host PID of the VMM process. */
+  readonly pid: number;
+  /** The byte stream to the guest agent (transport chosen by the driver). */
+  readonly agentChannel: Duplex;
+  /** Settles when the VMM process has exited and its resources are released. */
+  readonly exited: Promise<VmExit>;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /** Ends the VMM now (SIGKILL); resolves once it has exited and been cleaned up. */
+  kill(): Promise<VmExit>;
+  stats(): Promise<VmStats>;
+  addShare(share: ShareSpec): Promise<void>;
+  addDisk(disk: DiskSpec): Promise<void>;
+  addNic(nic: NicSpec): Promise<void>;
+  /** Recent guest console output (kernel messages). */
+  consoleTail(): string;
+}
+
+export interface Hypervisor {
+  info(): HypervisorInfo;
+  capabilities(): HypervisorCapabilities;
+  /** Starts a VM; resolves once the VMM runs and the agent channel is connected. */
+  create(spec: VmSpec): Promise<Vm>;
+}

@@ -1,0 +1,159 @@
+/**
+ * A sandbox is one container's VM: hypervisor + guest kernel + agent, with the container's root
+ * filesystem shared in and set up the way a Docker container expects (/proc, /sys, a small /dev,
+ * /dev/pts, /dev/shm). Processes (the container's main process and every exec) run chrooted
+ * into that root by the agent.
+ *
+ * It knows nothing of HTTP or of Docker's JSON; the container engine builds on it.
+ */
+import type { AgentInfo, AgentProcess, MountRequest, ProcessSpec } from '../drivers/agent/agent-client';
+import { AgentConnection, withTimeout } from '../drivers/agent/agent-client';
+import type { GuestImage } from '../drivers/guest/guest-image';
+import type { FsShareKind, Hypervisor, Vm, VmExit } from '../drivers/hypervisor/hypervisor';
+import { unavailable } from '../errors';
+import { logger } from '../util/log';
+
+const log = logger('sandbox');
+
+/** Where the container's root is mounted inside the guest. */
+export const CONTAINER_ROOT = '/container';
+const ROOTFS_TAG = 'rootfs';
+
+// mount(2) flags
+const MS_RDONLY = 0x1;
+const MS_NOSUID = 0x2;
+const MS_NODEV = 0x4;
+const MS_NOEXEC = 0x8;
+const MS_BIND = 0x1000;
+
+export interface SandboxSpec {
+  id: string;
+  /** Host directory that becomes the container's '/'. */
+  rootfsDir: string;
+  memoryMiB?: number;
+  vcpus?: number;
+  /** Directory sharing mechanism for the rootfs; defaults to the driver's first choice. */
+  shareKind?: FsShareKind;
+  /** Time allowed from VMM start to the agent's READY. */
+  bootTimeoutMs?: number;
+}
+
+export interface SandboxTimings {
+  vmmStartMs: number;
+  agentReadyMs: number;
+  rootfsReadyMs: number;
+}
+
+/** Guest mount options per sharing mechanism; measured in bench/ (see README). */
+function rootfsMount(kind: FsShareKind): MountRequest {
+  return kind === '9p'
+    ? { source: ROOTFS_TAG, target: CONTAINER_ROOT, fsType: '9p', data: 'trans=virtio,version=9p2000.L,msize=524288,cache=mmap' }
+    : { source: ROOTFS_TAG, target: CONTAINER_ROOT, fsType: 'virtiofs' };
+}
+
+/** What Docker puts into a container besides its image: kernel filesystems and a minimal /dev. */
+function containerMounts(): MountRequest[] {
+  const r = (p: string) => `${CONTAINER_ROOT}${p}`;
+  const devices = ['null', 'zero', 'full', 'random', 'urandom', 'tty'];
+  return [
+    { source: 'proc', target: r('/proc'), fsType: 'proc', flags: MS_NOSUID | MS_NODEV | MS_NOEXEC },
+    { source: 'sysfs', target: r('/sys'), fsType: 'sysfs', flags: MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC },
+    { source: 'cgroup2', target: r('/sys/fs/cgroup'), fsType: 'cgroup2', flags: MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC },
+    { source: 'tmpfs', target: r('/dev'), fsType: 'tmpfs', flags: MS_NOSUID, data: 'mode=755,size=65536k' },
+    ...devices.map((d) => ({ source: `/dev/${d}`, target: r(`/dev/${d}`), flags: MS_BIND })),
+    { source: '/dev/pts', target: r('/dev/pts'), flags: MS_BIND },
+    { source: 'shm', target: r('/dev/shm'), fsType: 'tmpfs', flags: MS_NOSUID | MS_NODEV | MS_NOEXEC, data: 'mode=1777,size=65536k' },
+  ];
+}
+
+const containerSymlinks: Array<[string, string]> = [
+  ['pts/ptmx', '/dev/ptmx'],
+  ['/proc/self/fd', '/dev/fd'],
+  ['/proc/self/fd/0', '/dev/stdin'],
+  ['/proc/self/fd/1', '/dev/stdout'],
+  ['/proc/self/fd/2', '/dev/stderr'],
+];
+
+export class Sandbox {
+  private constructor(
+    readonly id: string,
+    readonly vm: Vm,
+    readonly agent: AgentConnection,
+    readonly agentInfo: AgentInfo,
+    readonly timings: SandboxTimings,
+  ) {}
+
+  /** Boots the VM and prepares the container root; the sandbox is ready for processes. */
+  static async start(hypervisor: Hypervisor, guest: GuestImage, spec: SandboxSpec): Promise<Sandbox> {
+    const caps = hypervisor.capabilities();
+    const shareKind = spec.shareKind ?? caps.fsShare[0];
+    if (!shareKind || !caps.fsShare.includes(shareKind)) {
+      throw unavailable(`the ${hypervisor.info().name} driver cannot share directories (${shareKind ?? 'none'})`);
+    }
+    const t0 = performance.now();
+    const vm = await hypervisor.create({
+      id: spec.id,
+      kernelPath: guest.kernelPath,
+      initrdPath: guest.initrdPath,
+      memoryMiB: spec.memoryMiB ?? 128,
+      vcpus: spec.vcpus ?? 1,
+      shares: [{ tag: ROOTFS_TAG, hostPath: spec.rootfsDir, kind: shareKind }],
+    });
+    const t1 = performance.now();
+    const agent = new AgentConnection(vm.agentChannel);
+    try {
+      const bootTimeout = spec.bootTimeoutMs ?? 60000;
+      const info = await Promise.race([
+        agent.waitReady(bootTimeout),
+        vm.exited.then((e) => {
+          throw unavailable(`VM exited before its agent was ready: ${summariseExit(e)}`);
+        }),
+      ]);
+      const t2 = performance.now();
+      await agent.mount(rootfsMount(shareKind));
+      for (const m of containerMounts()) await agent.mount(m);
+      for (const [text, target] of containerSymlinks) await agent.symlink(text, `${CONTAINER_ROOT}${target}`);
+      const t3 = performance.now();
+      const timings = { vmmStartMs: t1 - t0, agentReadyMs: t2 - t0, rootfsReadyMs: t3 - t0 };
+      log.debug('sandbox ready', { id: spec.id, ...timings });
+      return new Sandbox(spec.id, vm, agent, info, timings);
+    } catch (err) {
+      agent.close();
+      await vm.kill();
+      throw err;
+    }
+  }
+
+  /** Starts a process inside the container (chrooted into its root). */
+  exec(spec: ProcessSpec): Promise<AgentProcess> {
+    return this.agent.start({ ...spec, root: CONTAINER_ROOT });
+  }
+
+  /**
+   * Powers the VM off through the agent, falling back to killing the VMM if the guest does not
+   * go within `timeoutMs`.
+   */
+  async stop(timeoutMs = 5000): Promise<VmExit> {
+    try {
+      // The guest may power off before its answer is read: a closed channel is success too.
+      await withTimeout(
+        Promise.race([this.agent.shutdown(), this.vm.exited]),
+        timeoutMs,
+        'agent did not acknowledge shutdown',
+      ).catch(() => undefined);
+      return await withTimeout(this.vm.exited, timeoutMs, 'VM did not power off');
+    } catch {
+      return this.vm.kill();
+    }
+  }
+
+  kill(): Promise<VmExit> {
+    this.agent.close();
+    return this.vm.kill();
+  }
+}
+
+function summariseExit(e: VmExit): string {
+  const tail = e.consoleTail.trim().split('\n').slice(-8).join('\n');
+  return `code ${e.code}, signal ${e.signal}; console:\n${tail}`;
+}
