@@ -1,0 +1,97 @@
+/**
+ * Daemon configuration: dockerd-like flags, optionally a JSON config file with the same keys
+ * (flags win). Parsed with Node's own util.parseArgs.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { invalid } from './errors';
+import type { LogLevel } from './util/log';
+
+export interface DaemonConfig {
+  hosts: string[];
+  dataRoot: string;
+  execRoot: string;
+  insecureRegistries: string[];
+  logLevel: LogLevel;
+  hypervisor: string;
+  /** Guest kernel flavour: our own small kernel, or Debian's cloud kernel (virtio as modules). */
+  guestKernel: 'paddock' | 'debian-cloud';
+  /** Where kernel/ and rootfs-builder/ live (to build the guest image on first start). */
+  sourceRoot: string;
+  defaultMemoryMiB: number;
+}
+
+export const DEFAULT_SOCKET = 'unix:///run/paddock.sock';
+
+const usage = `Usage: paddockd [OPTIONS]
+
+A Docker Engine API server that runs every container in its own VM.
+
+Options:
+  -H, --host list               Daemon socket(s) to listen on (default ${DEFAULT_SOCKET});
+                                unix:///path or tcp://127.0.0.1:2375 (loopback only without TLS)
+      --data-root string        Root of persistent state (default /var/lib/paddock)
+      --exec-root string        Root of runtime state (default /run/paddock)
+      --insecure-registry list  Registries reached over plain HTTP (loopback always is)
+      --log-level string        debug, info, warn or error (default info)
+      --hypervisor string       Hypervisor driver: qemu (default qemu)
+      --guest-kernel string     paddock (built from kernel/) or debian-cloud (default paddock)
+      --config-file string      JSON file with the same keys (e.g. {"hosts": [...], "data-root": ...})
+  -h, --help                    Print this help
+`;
+
+export function parseDaemonArgs(argv: string[]): DaemonConfig | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      host: { type: 'string', short: 'H', multiple: true },
+      'data-root': { type: 'string' },
+      'exec-root': { type: 'string' },
+      'insecure-registry': { type: 'string', multiple: true },
+      'log-level': { type: 'string' },
+      hypervisor: { type: 'string' },
+      'guest-kernel': { type: 'string' },
+      'config-file': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) return 'help';
+  let file: Record<string, unknown> = {};
+  if (values['config-file']) {
+    try {
+      file = JSON.parse(readFileSync(values['config-file'], 'utf8'));
+    } catch (err) {
+      throw invalid(`cannot read config file ${values['config-file']}: ${(err as Error).message}`);
+    }
+  }
+  const pick = <T>(flag: T | undefined, key: string, fallback: T): T => flag ?? (file[key] as T | undefined) ?? fallback;
+  const config: DaemonConfig = {
+    hosts: pick(values.host, 'hosts', [DEFAULT_SOCKET]),
+    dataRoot: pick(values['data-root'], 'data-root', '/var/lib/paddock'),
+    execRoot: pick(values['exec-root'], 'exec-root', '/run/paddock'),
+    insecureRegistries: pick(values['insecure-registry'], 'insecure-registries', []),
+    logLevel: pick(values['log-level'], 'log-level', 'info') as LogLevel,
+    hypervisor: pick(values.hypervisor, 'hypervisor', 'qemu'),
+    guestKernel: pick(values['guest-kernel'], 'guest-kernel', 'paddock') as DaemonConfig['guestKernel'],
+    sourceRoot: path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..'),
+    defaultMemoryMiB: Number(file['default-memory-mib'] ?? 128),
+  };
+  if (!['debug', 'info', 'warn', 'error'].includes(config.logLevel)) throw invalid(`unknown log level ${config.logLevel}`);
+  if (!['paddock', 'debian-cloud'].includes(config.guestKernel)) throw invalid(`unknown guest kernel ${config.guestKernel}`);
+  for (const h of config.hosts) validateHost(h);
+  return config;
+}
+
+export { usage };
+
+/** Plain TCP is refused off loopback: without TLS, anyone who reaches the port owns the host. */
+export function validateHost(host: string): void {
+  if (host.startsWith('unix://')) return;
+  const m = /^tcp:\/\/(\[[^\]]+\]|[^:]+):(\d+)$/.exec(host);
+  if (!m) throw invalid(`invalid host ${host}: use unix:///path or tcp://HOST:PORT`);
+  const addr = m[1].replace(/^\[|\]$/g, '');
+  const loopback = addr === 'localhost' || addr === '::1' || /^127\./.test(addr);
+  if (!loopback) throw invalid(`refusing to listen on ${host} without TLS: use a loopback address or a unix socket`);
+}

@@ -1,0 +1,124 @@
+/**
+ * Wires the daemon together: config → drivers (hypervisor, guest image, stores) → engine
+ * services → HTTP router → listeners. Nothing here knows HTTP details or QEMU flags.
+ */
+import { promises as fs } from 'node:fs';
+import type http from 'node:http';
+import path from 'node:path';
+import { Router } from './api/router';
+import { containerRoutes } from './api/routes/containers';
+import { imageRoutes } from './api/routes/images';
+import { systemRoutes } from './api/routes/system';
+import { createApiServer } from './api/server';
+import type { DaemonConfig } from './config';
+import { locateGuestImage, type GuestImage } from './drivers/guest/guest-image';
+import type { Hypervisor } from './drivers/hypervisor/hypervisor';
+import { openHypervisor } from './drivers/hypervisor/registry';
+import { ContainerService } from './engine/containers/container-service';
+import { EventBus } from './engine/events';
+import { ImageService } from './engine/images/image-service';
+import { SystemService } from './engine/system';
+import { logger, setLogLevel } from './util/log';
+
+const log = logger('daemon');
+
+export interface Engine {
+  config: DaemonConfig;
+  events: EventBus;
+  hypervisor: Hypervisor;
+  guest: GuestImage;
+  images: ImageService;
+  containers: ContainerService;
+  system: SystemService;
+}
+
+export interface RunningDaemon {
+  engine: Engine;
+  router: Router;
+  servers: http.Server[];
+  close(): Promise<void>;
+}
+
+export async function buildEngine(config: DaemonConfig): Promise<Engine> {
+  await fs.mkdir(config.dataRoot, { recursive: true, mode: 0o711 });
+  await fs.mkdir(config.execRoot, { recursive: true, mode: 0o700 });
+  const guest = await locateGuestImage({ sourceRoot: config.sourceRoot, kind: config.guestKernel });
+  log.info('guest image', { kernel: guest.kernelPath, release: guest.kernelRelease, kind: guest.kind });
+  const hypervisor = await openHypervisor(config.hypervisor, {
+    runRoot: path.join(config.execRoot, 'vm'),
+    probeGuest: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath },
+  });
+  const hv = hypervisor.info();
+  log.info('hypervisor ready', { driver: hv.name, version: hv.version, accelerator: hv.accelerator, reason: hv.acceleratorReason });
+  const events = new EventBus();
+  const images = await ImageService.open({
+    root: path.join(config.dataRoot, 'image'),
+    events,
+    insecureRegistries: config.insecureRegistries,
+  });
+  const containers = await ContainerService.open({
+    root: path.join(config.dataRoot, 'containers'),
+    events,
+    images,
+    hypervisor,
+    guest,
+    defaultMemoryMiB: config.defaultMemoryMiB,
+  });
+  images.setUsageProbe((imageId) => containers.usersOfImage(imageId));
+  const system = new SystemService({
+    hypervisor,
+    guest,
+    dataRoot: config.dataRoot,
+    insecureRegistries: config.insecureRegistries,
+    containerCounts: () => containers.counts(),
+    imageCount: () => images.count(),
+  });
+  return { config, events, hypervisor, guest, images, containers, system };
+}
+
+export function buildRouter(engine: Engine): Router {
+  return new Router([
+    ...systemRoutes(engine.system, engine.events),
+    ...imageRoutes(engine.images),
+    ...containerRoutes(engine.containers),
+  ]);
+}
+
+export async function startDaemon(config: DaemonConfig): Promise<RunningDaemon> {
+  setLogLevel(config.logLevel);
+  const engine = await buildEngine(config);
+  const router = buildRouter(engine);
+  const servers: http.Server[] = [];
+  for (const host of config.hosts) servers.push(await listen(createApiServer(router), host));
+  log.info('API listening', { hosts: config.hosts.join(',') });
+  return {
+    engine,
+    router,
+    servers,
+    close: async () => {
+      await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+      for (const s of servers) s.closeAllConnections();
+      await engine.containers.shutdown();
+    },
+  };
+}
+
+async function listen(server: http.Server, host: string): Promise<http.Server> {
+  if (host.startsWith('unix://')) {
+    const socketPath = host.slice('unix://'.length);
+    await fs.mkdir(path.dirname(socketPath), { recursive: true });
+    await fs.rm(socketPath, { force: true }); // a stale socket from a previous run
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socketPath, () => resolve());
+    });
+    await fs.chmod(socketPath, 0o660);
+    return server;
+  }
+  const m = /^tcp:\/\/\[?([^\]]+?)\]?:(\d+)$/.exec(host)!;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(Number(m[2]), m[1], () => resolve());
+  });
+  return server;
+}
