@@ -68,7 +68,7 @@ struct sockaddr_vm {
 enum {
 	M_READY = 1, M_RESULT = 2, M_STDOUT = 4, M_STDERR = 5, M_EXIT = 6, M_WINDOW_G = 7, M_PONG = 8,
 	M_MOUNT = 10, M_START = 11, M_STDIN = 12, M_SIGNAL = 13, M_RESIZE = 14, M_WINDOW_H = 15,
-	M_PING = 16, M_SHUTDOWN = 17, M_SET_TIME = 18, M_SYMLINK = 19,
+	M_PING = 16, M_SHUTDOWN = 17, M_SET_TIME = 18, M_SYMLINK = 19, M_HOSTNAME = 20, M_PS = 21, M_READ_FILE = 22,
 };
 enum {
 	T_VERSION = 1, T_KERNEL = 2, T_AGENT = 3,
@@ -534,6 +534,91 @@ static void handle_symlink(uint32_t id, const uint8_t *pl, uint32_t n)
 	free(src); free(target);
 }
 
+static void handle_hostname(uint32_t id, const uint8_t *pl, uint32_t n)
+{
+	struct tlv_it it = { pl, pl + n };
+	uint16_t tag; const uint8_t *v; uint32_t len;
+	while (tlv_next(&it, &tag, &v, &len)) {
+		if (tag != T_DATA) continue;
+		send_result(id, sethostname((const char *)v, len) < 0 ? errno : 0, NULL, 0);
+		return;
+	}
+	send_result(id, EINVAL, "hostname: DATA required", 0);
+}
+
+/* Reads a small file (procfs) whole; returns bytes read or -1. */
+static ssize_t slurp(const char *path, char *buf, size_t cap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) return -1;
+	size_t n = 0;
+	ssize_t r;
+	while (n < cap && (r = read(fd, buf + n, cap - n)) > 0) n += r;
+	close(fd);
+	return n;
+}
+
+/*
+ * One MESSAGE per process: "pid ppid uid ticks starttime tty|cmdline", where ticks is utime+stime
+ * and starttime is in clock ticks since boot (fields of /proc/PID/stat); the agent itself is left out.
+ */
+static void handle_ps(uint32_t id)
+{
+	static struct tlv_out t;
+	t.len = 0;
+	tlv_u32(&t, T_ERRNO, 0);
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		int pid = atoi(e->d_name);
+		if (pid <= 1) continue;
+		char path[64], stat[1024], cmd[512], line[700];
+		snprintf(path, sizeof path, "/proc/%d/stat", pid);
+		ssize_t sn = slurp(path, stat, sizeof stat - 1);
+		if (sn <= 0) continue;
+		stat[sn] = 0;
+		char *close_paren = strrchr(stat, ')');
+		if (!close_paren) continue;
+		char comm[64] = { 0 };
+		char *open_paren = strchr(stat, '(');
+		if (open_paren && close_paren > open_paren) snprintf(comm, sizeof comm, "%.*s", (int)(close_paren - open_paren - 1), open_paren + 1);
+		char st; int ppid, pgrp, session, tty_nr; unsigned long utime, stime; unsigned long long start = 0;
+		/* fields after ')': state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime ... starttime(22) */
+		if (sscanf(close_paren + 2, "%c %d %d %d %d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %llu",
+			   &st, &ppid, &pgrp, &session, &tty_nr, &utime, &stime, &start) < 8) continue;
+		snprintf(path, sizeof path, "/proc/%d/status", pid);
+		char status[2048]; unsigned uid = 0;
+		ssize_t stn = slurp(path, status, sizeof status - 1);
+		if (stn > 0) { status[stn] = 0; char *u = strstr(status, "\nUid:"); if (u) uid = strtoul(u + 5, NULL, 10); }
+		snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+		ssize_t cn = slurp(path, cmd, sizeof cmd - 1);
+		if (cn <= 0) { snprintf(cmd, sizeof cmd, "[%s]", comm); cn = strlen(cmd); }
+		else { for (ssize_t i = 0; i < cn; i++) if (!cmd[i]) cmd[i] = ' '; while (cn > 0 && cmd[cn - 1] == ' ') cn--; cmd[cn] = 0; }
+		int ln = snprintf(line, sizeof line, "%d %d %u %lu %llu %d|%s", pid, ppid, uid, utime + stime, start, tty_nr, cmd);
+		if (t.len + 6 + ln < sizeof t.data) tlv_bytes(&t, T_MESSAGE, line, ln);
+	}
+	if (d) closedir(d);
+	send_frame(M_RESULT, id, t.data, t.len);
+}
+
+static void handle_read_file(uint32_t id, const uint8_t *pl, uint32_t n)
+{
+	static char content[3500];
+	char *path = NULL;
+	struct tlv_it it = { pl, pl + n };
+	uint16_t tag; const uint8_t *v; uint32_t len;
+	while (tlv_next(&it, &tag, &v, &len)) if (tag == T_TARGET) { free(path); path = dupstr(v, len); }
+	ssize_t r = path ? slurp(path, content, sizeof content) : -1;
+	if (r < 0) send_result(id, path ? errno : EINVAL, "read_file", 0);
+	else {
+		struct tlv_out t = { .len = 0 };
+		tlv_u32(&t, T_ERRNO, 0);
+		tlv_bytes(&t, T_DATA, content, r);
+		send_frame(M_RESULT, id, t.data, t.len);
+	}
+	free(path);
+}
+
 static void handle_set_time(uint32_t id, const uint8_t *pl, uint32_t n)
 {
 	struct timespec ts = { 0 };
@@ -602,6 +687,9 @@ static void handle_frame(uint16_t type, uint32_t id, const uint8_t *pl, uint32_t
 	case M_PING: send_frame(M_PONG, id, pl, n); break;
 	case M_SET_TIME: handle_set_time(id, pl, n); break;
 	case M_SYMLINK: handle_symlink(id, pl, n); break;
+	case M_HOSTNAME: handle_hostname(id, pl, n); break;
+	case M_PS: handle_ps(id); break;
+	case M_READ_FILE: handle_read_file(id, pl, n); break;
 	case M_SHUTDOWN: send_result(id, 0, NULL, 0); power_off(); break;
 	default: logmsg("agent: unknown message type %u", type); break;
 	}

@@ -18,6 +18,8 @@ const log = logger('sandbox');
 /** Where the container's root is mounted inside the guest. */
 export const CONTAINER_ROOT = '/container';
 const ROOTFS_TAG = 'rootfs';
+const ETC_TAG = 'etcfiles';
+const ETC_GUEST_DIR = '/run/paddock/etc';
 
 // mount(2) flags
 const MS_RDONLY = 0x1;
@@ -36,6 +38,15 @@ export interface SandboxSpec {
   shareKind?: FsShareKind;
   /** Time allowed from VMM start to the agent's READY. */
   bootTimeoutMs?: number;
+  hostname?: string;
+  /**
+   * A host directory of files that Docker bind-mounts into every container (hostname, hosts,
+   * resolv.conf): shared once and each file bound over /etc/<name>, so the container's own
+   * writable layer stays untouched, as with dockerd.
+   */
+  etcFiles?: { dir: string; files: string[] };
+  /** Host directories (bind mounts, volumes) mounted at container paths. */
+  mounts?: Array<{ hostPath: string; target: string; readOnly?: boolean }>;
 }
 
 export interface SandboxTimings {
@@ -44,11 +55,12 @@ export interface SandboxTimings {
   rootfsReadyMs: number;
 }
 
-/** Guest mount options per sharing mechanism; measured in bench/ (see README). */
-function rootfsMount(kind: FsShareKind): MountRequest {
+/** Guest mount of a share, per sharing mechanism; options measured in bench/ (see README). */
+function shareMount(kind: FsShareKind, tag: string, target: string, readOnly = false): MountRequest {
+  const flags = readOnly ? MS_RDONLY : 0;
   return kind === '9p'
-    ? { source: ROOTFS_TAG, target: CONTAINER_ROOT, fsType: '9p', data: 'trans=virtio,version=9p2000.L,msize=524288,cache=mmap' }
-    : { source: ROOTFS_TAG, target: CONTAINER_ROOT, fsType: 'virtiofs' };
+    ? { source: tag, target, fsType: '9p', flags, data: 'trans=virtio,version=9p2000.L,msize=524288,cache=mmap' }
+    : { source: tag, target, fsType: 'virtiofs', flags };
 }
 
 /** What Docker puts into a container besides its image: kernel filesystems and a minimal /dev. */
@@ -97,7 +109,11 @@ export class Sandbox {
       initrdPath: guest.initrdPath,
       memoryMiB: spec.memoryMiB ?? 128,
       vcpus: spec.vcpus ?? 1,
-      shares: [{ tag: ROOTFS_TAG, hostPath: spec.rootfsDir, kind: shareKind }],
+      shares: [
+        { tag: ROOTFS_TAG, hostPath: spec.rootfsDir, kind: shareKind },
+        ...(spec.etcFiles ? [{ tag: ETC_TAG, hostPath: spec.etcFiles.dir, kind: shareKind, readOnly: false }] : []),
+        ...(spec.mounts ?? []).map((m, i) => ({ tag: `m${i}`, hostPath: m.hostPath, kind: shareKind, readOnly: m.readOnly })),
+      ],
     });
     const t1 = performance.now();
     const agent = new AgentConnection(vm.agentChannel);
@@ -110,9 +126,19 @@ export class Sandbox {
         }),
       ]);
       const t2 = performance.now();
-      await agent.mount(rootfsMount(shareKind));
+      await agent.mount(shareMount(shareKind, ROOTFS_TAG, CONTAINER_ROOT));
       for (const m of containerMounts()) await agent.mount(m);
       for (const [text, target] of containerSymlinks) await agent.symlink(text, `${CONTAINER_ROOT}${target}`);
+      if (spec.etcFiles) {
+        await agent.mount(shareMount(shareKind, ETC_TAG, ETC_GUEST_DIR));
+        for (const f of spec.etcFiles.files) {
+          await agent.mount({ source: `${ETC_GUEST_DIR}/${f}`, target: `${CONTAINER_ROOT}/etc/${f}`, flags: MS_BIND });
+        }
+      }
+      for (const [i, m] of (spec.mounts ?? []).entries()) {
+        await agent.mount(shareMount(shareKind, `m${i}`, `${CONTAINER_ROOT}${m.target}`, m.readOnly));
+      }
+      if (spec.hostname) await agent.setHostname(spec.hostname);
       const t3 = performance.now();
       const timings = { vmmStartMs: t1 - t0, agentReadyMs: t2 - t0, rootfsReadyMs: t3 - t0 };
       log.debug('sandbox ready', { id: spec.id, ...timings });

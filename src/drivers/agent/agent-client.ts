@@ -51,6 +51,18 @@ export interface ProcessSpec {
   openStdin?: boolean;
 }
 
+export interface GuestProcessInfo {
+  pid: number;
+  ppid: number;
+  uid: number;
+  /** utime + stime, in clock ticks (100 Hz). */
+  cpuTicks: number;
+  /** Start time in clock ticks since guest boot. */
+  startTicks: number;
+  tty: number;
+  command: string;
+}
+
 export interface ProcessExit {
   exitCode: number;
   /** Signal that ended the process, 0 if it exited by itself. */
@@ -232,6 +244,26 @@ export class AgentConnection extends EventEmitter {
   /** Creates a symbolic link in the guest (an existing target is left alone). */
   async symlink(linkText: string, target: string): Promise<void> {
     await this.request(MessageType.Symlink, encodeTlv([[Tag.Source, linkText], [Tag.Target, target]]));
+  }
+
+  async setHostname(name: string): Promise<void> {
+    await this.request(MessageType.Hostname, encodeTlv([[Tag.Data, name]]));
+  }
+
+  /** Every process in the guest except the agent (see PROTOCOL.md, `PS`). */
+  async ps(): Promise<GuestProcessInfo[]> {
+    const f = await this.request(MessageType.Ps, Buffer.alloc(0));
+    return f.all(Tag.Message).map((line) => {
+      const bar = line.indexOf('|');
+      const [pid, ppid, uid, cpuTicks, startTicks, tty] = line.slice(0, bar).split(' ').map(Number);
+      return { pid, ppid, uid, cpuTicks, startTicks, tty, command: line.slice(bar + 1) };
+    });
+  }
+
+  /** Reads a small guest file (procfs) for statistics. */
+  async readFile(guestPath: string): Promise<string> {
+    const f = await this.request(MessageType.ReadFile, encodeTlv([[Tag.Target, guestPath]]));
+    return f.bytes(Tag.Data)?.toString('utf8') ?? '';
   }
 
   async start(spec: ProcessSpec): Promise<AgentProcess> {

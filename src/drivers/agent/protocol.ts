@@ -25,6 +25,9 @@ export enum MessageType {
   Shutdown = 17,
   SetTime = 18,
   Symlink = 19,
+  Hostname = 20,
+  Ps = 21,
+  ReadFile = 22,
 }
 
 export enum Tag {
@@ -136,6 +139,14 @@ export class TlvFields {
   u32(tag: Tag): number | undefined {
     const f = this.fields.find(([t, v]) => t === tag && v.length === 4);
     return f ? f[1].readUInt32BE(0) : undefined;
+  }
+
+  all(tag: Tag): string[] {
+    return this.fields.filter(([t]) => t === tag).map(([, v]) => v.toString('utf8'));
+  }
+
+  bytes(tag: Tag): Buffer | undefined {
+    return this.fields.find(([t]) => t === tag)?.[1];
   }
 
   str(tag: Tag): string | undefined {

@@ -1,9 +1,36 @@
-/** PLACEHOLDER — container service (being written). */
+/**
+ * The container engine: Docker's container lifecycle on top of sandboxes (one VM each).
+ *
+ * State lives in one directory per container (config.json written atomically, the json-file
+ * log, the writable layer). Running containers are tracked in memory; a daemon that restarts
+ * finds their VMs gone (they die with it, see the QEMU driver) and records them as exited, then
+ * applies restart policies — never a container lost or duplicated.
+ */
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import type { AgentProcess, ProcessExit } from '../../drivers/agent/agent-client';
+import { AgentRequestError } from '../../drivers/agent/agent-client';
 import type { GuestImage } from '../../drivers/guest/guest-image';
 import type { Hypervisor } from '../../drivers/hypervisor/hypervisor';
+import { ObjectDirectory } from '../../drivers/storage/state-store';
+import { isMountPoint, mountOverlayRootfs } from '../../drivers/storage/overlay-rootfs';
+import { conflict, invalid, notFound, notModified, PaddockError, unavailable } from '../../errors';
+import { logger } from '../../util/log';
 import type { EventBus } from '../events';
 import type { ImageBackend } from '../image-backend';
+import { Sandbox } from '../sandbox';
 import type { ContainerCounts } from '../system';
+import { mergeWithImage, normaliseHostConfig, signalNumber, validateCreateRequest } from './config-merge';
+import { ExecManager } from './exec';
+import { JsonLogWriter, readLogEntries, type LogEntry, type LogQuery } from './json-log';
+import { generateName, validateName } from './names';
+import { resolveUser } from './users';
+import { ZERO_TIME, type ContainerRecord, type HostConfig } from './types';
+
+const log = logger('containers');
 
 export interface ContainerServiceOptions {
   root: string;
@@ -14,16 +41,824 @@ export interface ContainerServiceOptions {
   defaultMemoryMiB: number;
 }
 
+/** Where an attached client's output goes; the API layer frames it. */
+export interface AttachSinks {
+  stdin: Readable | null;
+  stdout?: (chunk: Buffer) => void;
+  stderr?: (chunk: Buffer) => void;
+}
+
+interface Attachment extends AttachSinks {
+  done: () => void;
+}
+
+/** A running container: its VM and main process. */
+interface Runtime {
+  sandbox: Sandbox;
+  main: AgentProcess;
+  log: JsonLogWriter;
+  /** Set while the daemon itself is stopping or killing it. */
+  stopping?: boolean;
+  stdinAttached: boolean;
+}
+
+export interface WaitResult {
+  StatusCode: number;
+  Error: { Message: string } | null;
+}
+
+export type WaitCondition = 'not-running' | 'next-exit' | 'removed';
+
 export class ContainerService {
-  private constructor(readonly opts: ContainerServiceOptions) {}
+  private readonly store: ObjectDirectory<ContainerRecord>;
+  private readonly records = new Map<string, ContainerRecord>();
+  private readonly runtimes = new Map<string, Runtime>();
+  private readonly attachments = new Map<string, Set<Attachment>>();
+  private readonly lifecycle = new EventEmitter();
+  /** Serialises state changes per container (start/stop/rm racing each other). */
+  private readonly locks = new Map<string, Promise<unknown>>();
+  readonly execs: ExecManager;
+  private shuttingDown = false;
+
+  private constructor(private readonly opts: ContainerServiceOptions) {
+    this.store = new ObjectDirectory<ContainerRecord>(opts.root);
+    this.lifecycle.setMaxListeners(0);
+    this.execs = new ExecManager(this, opts.events);
+  }
+
   static async open(opts: ContainerServiceOptions): Promise<ContainerService> {
-    return new ContainerService(opts);
+    const svc = new ContainerService(opts);
+    await svc.createInitLayer();
+    await svc.load();
+    return svc;
   }
+
+  /**
+   * Docker's "init layer": empty placeholders for what is mounted over the image at run time
+   * (/etc/hosts, /etc/hostname, /etc/resolv.conf, /proc, /sys, /dev), shared by all containers
+   * and placed between the image and the writable layer, so `docker diff` does not list them.
+   */
+  private get initLayer(): string {
+    return path.join(path.dirname(this.opts.root), 'init-layer');
+  }
+
+  private async createInitLayer(): Promise<void> {
+    const dir = this.initLayer;
+    for (const d of ['etc', 'proc', 'sys', 'dev']) await fs.mkdir(path.join(dir, d), { recursive: true, mode: 0o755 });
+    for (const f of ['etc/hostname', 'etc/hosts', 'etc/resolv.conf', '.dockerenv']) {
+      await fs.writeFile(path.join(dir, f), '', { flag: 'a', mode: 0o644 });
+    }
+  }
+
+  private async lowerDirs(record: ContainerRecord): Promise<string[]> {
+    const image = await this.opts.images.resolve(record.Image);
+    return [this.initLayer, ...image.layerDirs];
+  }
+
+  /** Image layers below the writable layer (for docker diff). */
+  async imageLayerDirs(record: ContainerRecord): Promise<string[]> {
+    return (await this.opts.images.resolve(record.Image)).layerDirs;
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  /** Finds a container by full ID, unique ID prefix or name (with or without '/'). */
+  get(idOrName: string): ContainerRecord {
+    const rec = this.find(idOrName);
+    if (!rec) throw notFound(`No such container: ${idOrName}`);
+    return rec;
+  }
+
+  find(idOrName: string): ContainerRecord | undefined {
+    if (!idOrName) return undefined;
+    const exact = this.records.get(idOrName);
+    if (exact) return exact;
+    const name = idOrName.replace(/^\//, '');
+    for (const r of this.records.values()) if (r.Name === `/${name}`) return r;
+    const matches = [...this.records.values()].filter((r) => r.Id.startsWith(idOrName));
+    if (matches.length > 1) throw invalid(`Multiple IDs found with provided prefix: ${idOrName}`);
+    return matches[0];
+  }
+
+  list(): ContainerRecord[] {
+    return [...this.records.values()].sort((a, b) => (a.Created < b.Created ? 1 : -1));
+  }
+
+  containerDir(id: string): string {
+    return this.store.dirOf(id);
+  }
+
+  logPath(id: string): string {
+    return path.join(this.containerDir(id), `${id}-json.log`);
+  }
+
+  runtime(id: string): Runtime | undefined {
+    return this.runtimes.get(id);
+  }
+
+  /** The running sandbox of a container, or a 409 in dockerd's words. */
+  requireRunning(idOrName: string): { record: ContainerRecord; runtime: Runtime } {
+    const record = this.get(idOrName);
+    const runtime = this.runtimes.get(record.Id);
+    if (!runtime || !record.State.Running) throw conflict(`Container ${record.Id} is not running`);
+    return { record, runtime };
+  }
+
   async counts(): Promise<ContainerCounts> {
-    return { total: 0, running: 0, paused: 0, stopped: 0 };
+    const all = [...this.records.values()];
+    const running = all.filter((r) => r.State.Running && !r.State.Paused).length;
+    const paused = all.filter((r) => r.State.Paused).length;
+    return { total: all.length, running, paused, stopped: all.length - running - paused };
   }
-  async usersOfImage(_imageId: string): Promise<Array<{ id: string; running: boolean }>> {
-    return [];
+
+  async usersOfImage(imageId: string): Promise<Array<{ id: string; running: boolean }>> {
+    return [...this.records.values()].filter((r) => r.Image === imageId).map((r) => ({ id: r.Id, running: r.State.Running }));
   }
-  async shutdown(): Promise<void> {}
+
+  // ---------------------------------------------------------------- create / remove
+
+  async create(body: unknown, name?: string): Promise<{ Id: string; Warnings: string[] }> {
+    const req = validateCreateRequest(body);
+    let wanted = name ? validateName(name) : undefined;
+    if (wanted) this.assertNameFree(wanted);
+    const image = await this.opts.images.resolve(req.Image!);
+    const id = randomBytes(32).toString('hex');
+    const merged = mergeWithImage(req, image, id);
+    wanted ??= generateName((n) => this.find(n) !== undefined);
+    const record: ContainerRecord = {
+      Id: id,
+      Name: `/${wanted}`,
+      Created: new Date().toISOString(),
+      Path: merged.path,
+      Args: merged.args,
+      Config: { ...merged.config, Image: req.Image },
+      HostConfig: merged.hostConfig,
+      Image: image.id,
+      State: {
+        Status: 'created',
+        Running: false,
+        Paused: false,
+        Restarting: false,
+        OOMKilled: false,
+        Dead: false,
+        Pid: 0,
+        ExitCode: 0,
+        Error: '',
+        StartedAt: ZERO_TIME,
+        FinishedAt: ZERO_TIME,
+      },
+      RestartCount: 0,
+      NetworkingConfig: req.NetworkingConfig ?? null,
+      Platform: 'linux',
+    };
+    // The name is claimed before the first await that could interleave another create.
+    this.assertNameFree(wanted);
+    this.records.set(id, record);
+    try {
+      await this.store.create(id, record);
+    } catch (err) {
+      this.records.delete(id);
+      throw err;
+    }
+    this.publish(record, 'create');
+    return { Id: id, Warnings: [] };
+  }
+
+  async remove(idOrName: string, opts: { force?: boolean; volumes?: boolean } = {}): Promise<void> {
+    const record = this.get(idOrName);
+    await this.withLock(record.Id, async () => {
+      if (record.State.Running || this.runtimes.has(record.Id)) {
+        if (!opts.force) {
+          const what = record.State.Paused ? 'paused' : 'running';
+          throw conflict(
+            `cannot remove container "${record.Name}": container is ${what}: stop the container before removing or force remove`,
+          );
+        }
+        await this.killRuntime(record, 9);
+      }
+      await this.unmountRootfs(record.Id);
+      this.records.delete(record.Id);
+      await this.store.remove(record.Id);
+      this.publish(record, 'destroy');
+      this.lifecycle.emit(`removed:${record.Id}`);
+    });
+  }
+
+  async rename(idOrName: string, newName: string): Promise<void> {
+    const record = this.get(idOrName);
+    const wanted = validateName(newName);
+    if (record.Name === `/${wanted}`) throw invalid('Renaming a container with the same name as its current name');
+    this.assertNameFree(wanted);
+    const oldName = record.Name;
+    record.Name = `/${wanted}`;
+    await this.persist(record);
+    this.publish(record, 'rename', { oldName });
+  }
+
+  async update(idOrName: string, body: Partial<HostConfig>): Promise<{ Warnings: string[] }> {
+    const record = this.get(idOrName);
+    const running = record.State.Running;
+    const resizes = ['Memory', 'MemorySwap', 'NanoCpus', 'CpuShares', 'CpuQuota', 'CpuPeriod', 'CpusetCpus'].filter(
+      (k) => (body as Record<string, unknown>)[k] !== undefined && (body as Record<string, unknown>)[k] !== 0,
+    );
+    if (running && resizes.length) {
+      const caps = this.opts.hypervisor.capabilities();
+      if (!caps.resizeMemory || !caps.resizeCpus) {
+        throw invalid(
+          `Cannot update ${resizes.join(', ')} of a running container: the ${this.opts.hypervisor.info().name} driver cannot resize a running VM; stop the container first`,
+        );
+      }
+    }
+    const next = { ...record.HostConfig, ...body };
+    if (body.RestartPolicy && record.HostConfig.AutoRemove && body.RestartPolicy.Name && body.RestartPolicy.Name !== 'no') {
+      throw invalid('Restart policy cannot be updated because AutoRemove is enabled for the container');
+    }
+    record.HostConfig = normaliseHostConfig(next as HostConfig);
+    await this.persist(record);
+    this.publish(record, 'update');
+    return { Warnings: [] };
+  }
+
+  async prune(): Promise<{ ContainersDeleted: string[]; SpaceReclaimed: number }> {
+    const deleted: string[] = [];
+    for (const r of [...this.records.values()]) {
+      if (r.State.Running) continue;
+      await this.remove(r.Id).catch(() => undefined);
+      if (!this.records.has(r.Id)) deleted.push(r.Id);
+    }
+    return { ContainersDeleted: deleted, SpaceReclaimed: 0 };
+  }
+
+  // ---------------------------------------------------------------- start / stop
+
+  async start(idOrName: string): Promise<void> {
+    const record = this.get(idOrName);
+    await this.withLock(record.Id, () => this.startLocked(record));
+  }
+
+  private async startLocked(record: ContainerRecord): Promise<void> {
+    if (record.State.Paused) throw conflict('cannot start a paused container, try unpause instead');
+    if (record.State.Running) throw notModified();
+    const id = record.Id;
+    let sandbox: Sandbox | undefined;
+    try {
+      const dir = this.containerDir(id);
+      const rootfs = await mountOverlayRootfs(path.join(dir, 'rootfs'), await this.lowerDirs(record));
+      const etcDir = await this.writeEtcFiles(record);
+      const user = await resolveUser(rootfs.merged, record.Config.User ?? '');
+      const memoryMiB = record.HostConfig.Memory
+        ? Math.max(64, Math.ceil(record.HostConfig.Memory / (1024 * 1024)))
+        : this.opts.defaultMemoryMiB;
+      const vcpus = record.HostConfig.NanoCpus ? Math.max(1, Math.ceil(record.HostConfig.NanoCpus / 1e9)) : 1;
+      sandbox = await Sandbox.start(this.opts.hypervisor, this.opts.guest, {
+        id,
+        rootfsDir: rootfs.merged,
+        memoryMiB,
+        vcpus,
+        hostname: record.Config.Hostname,
+        etcFiles: { dir: etcDir, files: ['hostname', 'hosts', 'resolv.conf'] },
+      });
+      const logWriter = new JsonLogWriter(this.logPath(id));
+      await logWriter.init();
+      const tty = Boolean(record.Config.Tty);
+      const [rows, cols] = record.HostConfig.ConsoleSize ?? [0, 0];
+      let main: AgentProcess;
+      try {
+        main = await sandbox.exec({
+          args: [record.Path, ...record.Args],
+          env: this.processEnv(record),
+          cwd: record.Config.WorkingDir || '/',
+          uid: user.uid,
+          gid: user.gid,
+          groups: user.groups,
+          tty,
+          rows: rows || undefined,
+          cols: cols || undefined,
+          openStdin: Boolean(record.Config.OpenStdin),
+        });
+      } catch (err) {
+        await logWriter.close();
+        throw execError(err, record.Path);
+      }
+      const runtime: Runtime = { sandbox, main, log: logWriter, stdinAttached: false };
+      this.runtimes.set(id, runtime);
+      this.wireOutput(record, runtime);
+      record.State = {
+        ...record.State,
+        Status: 'running',
+        Running: true,
+        Paused: false,
+        Restarting: false,
+        OOMKilled: false,
+        Dead: false,
+        Pid: sandbox.vm.pid,
+        ExitCode: 0,
+        Error: '',
+        StartedAt: new Date().toISOString(),
+        FinishedAt: ZERO_TIME,
+      };
+      record.ManuallyStopped = false;
+      await this.persist(record);
+      this.publish(record, 'start');
+      void this.watchExit(record, runtime);
+    } catch (err) {
+      if (sandbox) await sandbox.kill();
+      this.runtimes.delete(id);
+      await this.unmountRootfs(id).catch(() => undefined);
+      const message = err instanceof Error ? err.message : String(err);
+      record.State = {
+        ...record.State,
+        Status: record.State.StartedAt === ZERO_TIME ? 'created' : 'exited',
+        Running: false,
+        Pid: 0,
+        ExitCode: err instanceof PaddockError && /not found|no such file/i.test(message) ? 127 : 128,
+        Error: message,
+      };
+      await this.persist(record).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private processEnv(record: ContainerRecord): string[] {
+    const env = [...(record.Config.Env ?? [])];
+    const has = (k: string) => env.some((e) => e.startsWith(`${k}=`));
+    if (!has('PATH')) env.unshift('PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
+    if (!has('HOSTNAME')) env.push(`HOSTNAME=${record.Config.Hostname}`);
+    if (record.Config.Tty && !has('TERM')) env.push('TERM=xterm');
+    if (!has('HOME')) env.push('HOME=/root');
+    return env;
+  }
+
+  /** /etc/hostname, /etc/hosts and /etc/resolv.conf as dockerd writes them. */
+  private async writeEtcFiles(record: ContainerRecord): Promise<string> {
+    const dir = path.join(this.containerDir(record.Id), 'etc');
+    await fs.mkdir(dir, { recursive: true });
+    const hostname = record.Config.Hostname ?? record.Id.slice(0, 12);
+    const extraHosts = (record.HostConfig.ExtraHosts ?? []).map((h) => {
+      const [name, ip] = h.split(':', 2).length === 2 ? [h.slice(0, h.indexOf(':')), h.slice(h.indexOf(':') + 1)] : [h, ''];
+      return `${ip}\t${name}`;
+    });
+    const hosts = [
+      '127.0.0.1\tlocalhost',
+      '::1\tlocalhost ip6-localhost ip6-loopback',
+      'fe00::0\tip6-localnet',
+      'ff00::0\tip6-mcastprefix',
+      'ff02::1\tip6-allnodes',
+      'ff02::2\tip6-allrouters',
+      ...extraHosts,
+      `127.0.1.1\t${hostname}`,
+      '',
+    ].join('\n');
+    await fs.writeFile(path.join(dir, 'hostname'), `${hostname}\n`);
+    await fs.writeFile(path.join(dir, 'hosts'), hosts);
+    await fs.writeFile(path.join(dir, 'resolv.conf'), await resolvConf(record.HostConfig));
+    return dir;
+  }
+
+  private wireOutput(record: ContainerRecord, runtime: Runtime): void {
+    const { main, log: logWriter } = runtime;
+    const fanOut = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
+      logWriter.write(stream, chunk);
+      for (const a of this.attachments.get(record.Id) ?? []) a[stream]?.(chunk);
+    };
+    main.stdout.on('data', fanOut('stdout'));
+    main.stderr.on('data', fanOut('stderr'));
+    for (const a of this.attachments.get(record.Id) ?? []) this.connectStdin(record, runtime, a);
+  }
+
+  /** Pipes an attachment's stdin into the main process (the first one that offers stdin). */
+  private connectStdin(record: ContainerRecord, runtime: Runtime, a: Attachment): void {
+    if (!a.stdin || !record.Config.OpenStdin || runtime.stdinAttached) return;
+    runtime.stdinAttached = true;
+    const stdin = runtime.main.stdin;
+    a.stdin.on('data', (chunk: Buffer) => {
+      if (!stdin.writableEnded) stdin.write(chunk);
+    });
+    a.stdin.on('end', () => {
+      runtime.stdinAttached = false;
+      if (record.Config.StdinOnce && !stdin.writableEnded) stdin.end();
+    });
+    a.stdin.on('error', () => (runtime.stdinAttached = false));
+  }
+
+  private async watchExit(record: ContainerRecord, runtime: Runtime): Promise<void> {
+    const { main, sandbox } = runtime;
+    let exit: ProcessExit;
+    try {
+      exit = await main.exited;
+      // Let the last output reach the log and the attached clients before they are closed.
+      await Promise.all([ended(main.stdout), ended(main.stderr)]);
+    } catch {
+      // The VM went away under the process (killed, or crashed): SIGKILL semantics.
+      exit = { exitCode: 137, signal: 9 };
+    }
+    await runtime.log.close();
+    await sandbox.kill();
+    this.runtimes.delete(record.Id);
+    this.execs.containerStopped(record.Id);
+    await this.unmountRootfs(record.Id).catch(() => undefined);
+    for (const a of this.attachments.get(record.Id) ?? []) a.done();
+    this.attachments.delete(record.Id);
+    record.State = {
+      ...record.State,
+      Status: 'exited',
+      Running: false,
+      Paused: false,
+      Restarting: false,
+      Pid: 0,
+      ExitCode: exit.exitCode,
+      FinishedAt: new Date().toISOString(),
+    };
+    if (!this.records.has(record.Id)) {
+      // Removed (rm -f) while it ran.
+      this.publish(record, 'die', { exitCode: String(exit.exitCode) });
+      this.lifecycle.emit(`exit:${record.Id}`, exit.exitCode);
+      return;
+    }
+    await this.persist(record).catch((err) => log.error('persist failed', { id: record.Id, error: String(err) }));
+    this.publish(record, 'die', { exitCode: String(exit.exitCode), execDuration: String(durationSeconds(record)) });
+    this.lifecycle.emit(`exit:${record.Id}`, exit.exitCode);
+    if (runtime.stopping || this.shuttingDown) return;
+    if (record.HostConfig.AutoRemove) {
+      await this.remove(record.Id, { force: true }).catch((err) => log.warn('auto-remove failed', { id: record.Id, error: String(err) }));
+      return;
+    }
+    this.maybeRestart(record, exit.exitCode);
+  }
+
+  private maybeRestart(record: ContainerRecord, exitCode: number): void {
+    const policy = record.HostConfig.RestartPolicy ?? { Name: 'no' };
+    const should =
+      policy.Name === 'always' ||
+      (policy.Name === 'unless-stopped' && !record.ManuallyStopped) ||
+      (policy.Name === 'on-failure' &&
+        exitCode !== 0 &&
+        (!policy.MaximumRetryCount || record.RestartCount < policy.MaximumRetryCount));
+    if (!should) return;
+    // dockerd's back-off: 100 ms doubling, capped (we cap at 10 s).
+    const delay = Math.min(10_000, 100 * 2 ** Math.min(record.RestartCount, 7));
+    record.State.Restarting = true;
+    record.State.Status = 'restarting';
+    setTimeout(() => {
+      if (!this.records.has(record.Id) || record.State.Running || this.shuttingDown || record.ManuallyStopped) {
+        record.State.Restarting = false;
+        return;
+      }
+      record.RestartCount++;
+      this.start(record.Id).catch((err) => {
+        record.State.Restarting = false;
+        log.warn('restart failed', { id: record.Id, error: String(err) });
+      });
+    }, delay).unref();
+  }
+
+  async stop(idOrName: string, opts: { timeoutSeconds?: number; signal?: string } = {}): Promise<void> {
+    const record = this.get(idOrName);
+    await this.withLock(record.Id, async () => {
+      record.ManuallyStopped = true;
+      if (record.State.Restarting) record.State.Restarting = false;
+      const runtime = this.runtimes.get(record.Id);
+      if (!runtime || !record.State.Running) {
+        await this.persist(record);
+        throw notModified();
+      }
+      await this.stopRuntime(record, runtime, opts);
+      this.publish(record, 'stop');
+    });
+  }
+
+  private async stopRuntime(record: ContainerRecord, runtime: Runtime, opts: { timeoutSeconds?: number; signal?: string }): Promise<void> {
+    runtime.stopping = true;
+    const timeout = opts.timeoutSeconds ?? record.Config.StopTimeout ?? 10;
+    const signal = signalNumber(opts.signal ?? record.Config.StopSignal, 15);
+    if (record.State.Paused) await runtime.sandbox.vm.resume().catch(() => undefined);
+    const exited = new Promise<void>((resolve) => this.lifecycle.once(`exit:${record.Id}`, () => resolve()));
+    if (signal !== 9 && timeout !== 0) {
+      this.publish(record, 'kill', { signal: String(signal) });
+      runtime.main.signal(signal);
+      const gone = await Promise.race([exited.then(() => true), sleep(timeout < 0 ? 2 ** 31 - 1 : timeout * 1000).then(() => false)]);
+      if (gone) return;
+    }
+    this.publish(record, 'kill', { signal: '9' });
+    await runtime.sandbox.kill();
+    await exited;
+  }
+
+  async kill(idOrName: string, signalName?: string): Promise<void> {
+    const record = this.get(idOrName);
+    const signal = signalNumber(signalName, 9);
+    const runtime = this.runtimes.get(record.Id);
+    if (!runtime || !record.State.Running) {
+      throw conflict(`Cannot kill container: ${idOrName}: Container ${record.Id} is not running`);
+    }
+    this.publish(record, 'kill', { signal: String(signal) });
+    if (signal === 9) {
+      const exited = new Promise<void>((resolve) => this.lifecycle.once(`exit:${record.Id}`, () => resolve()));
+      await runtime.sandbox.kill();
+      await exited;
+    } else runtime.main.signal(signal);
+  }
+
+  private async killRuntime(record: ContainerRecord, signal: number): Promise<void> {
+    const runtime = this.runtimes.get(record.Id);
+    if (!runtime) return;
+    runtime.stopping = true;
+    this.publish(record, 'kill', { signal: String(signal) });
+    const exited = new Promise<void>((resolve) => this.lifecycle.once(`exit:${record.Id}`, () => resolve()));
+    await runtime.sandbox.kill();
+    await exited;
+  }
+
+  async restart(idOrName: string, opts: { timeoutSeconds?: number; signal?: string } = {}): Promise<void> {
+    const record = this.get(idOrName);
+    await this.withLock(record.Id, async () => {
+      const runtime = this.runtimes.get(record.Id);
+      if (runtime && record.State.Running) await this.stopRuntime(record, runtime, opts);
+      await this.startLocked(record);
+    });
+    this.publish(record, 'restart');
+  }
+
+  async pause(idOrName: string): Promise<void> {
+    const { record, runtime } = this.requireRunning(idOrName);
+    if (record.State.Paused) throw conflict(`Container ${record.Id} is already paused`);
+    await runtime.sandbox.vm.pause();
+    record.State.Paused = true;
+    record.State.Status = 'paused';
+    await this.persist(record);
+    this.publish(record, 'pause');
+  }
+
+  async unpause(idOrName: string): Promise<void> {
+    const record = this.get(idOrName);
+    const runtime = this.runtimes.get(record.Id);
+    if (!runtime || !record.State.Paused) throw conflict(`Container ${record.Id} is not paused`);
+    await runtime.sandbox.vm.resume();
+    record.State.Paused = false;
+    record.State.Status = 'running';
+    await this.persist(record);
+    this.publish(record, 'unpause');
+  }
+
+  /** Resolves with the exit code once `condition` holds. */
+  wait(idOrName: string, condition: WaitCondition = 'not-running'): { ready: Promise<void>; result: Promise<WaitResult> } {
+    const record = this.get(idOrName);
+    if (!['not-running', 'next-exit', 'removed'].includes(condition)) {
+      throw invalid(`invalid condition: "${condition}"`);
+    }
+    const id = record.Id;
+    const result = new Promise<WaitResult>((resolve) => {
+      if (condition === 'not-running' && !record.State.Running && !record.State.Restarting) {
+        resolve({ StatusCode: record.State.ExitCode, Error: null });
+        return;
+      }
+      if (condition === 'removed') {
+        this.lifecycle.once(`removed:${id}`, () => resolve({ StatusCode: record.State.ExitCode, Error: null }));
+        return;
+      }
+      this.lifecycle.once(`exit:${id}`, (code: number) => resolve({ StatusCode: code, Error: null }));
+    });
+    return { ready: Promise.resolve(), result };
+  }
+
+  async resize(idOrName: string, rows: number, cols: number): Promise<void> {
+    const { record, runtime } = this.requireRunning(idOrName);
+    if (!record.Config.Tty) return; // dockerd ignores resizes of non-TTY containers
+    runtime.main.resize(rows, cols);
+    this.publish(record, 'resize', { height: String(rows), width: String(cols) });
+  }
+
+  // ---------------------------------------------------------------- attach / logs
+
+  /**
+   * Attaches a client. Works before start (docker run attaches first); resolves when the
+   * attachment ends: the container exits or the client goes away.
+   */
+  attach(idOrName: string, sinks: AttachSinks): Promise<void> {
+    const record = this.get(idOrName);
+    return new Promise<void>((resolve) => {
+      let finished = false;
+      const attachment: Attachment = {
+        ...sinks,
+        done: () => {
+          if (finished) return;
+          finished = true;
+          this.attachments.get(record.Id)?.delete(attachment);
+          resolve();
+        },
+      };
+      if (!this.attachments.has(record.Id)) this.attachments.set(record.Id, new Set());
+      this.attachments.get(record.Id)!.add(attachment);
+      const runtime = this.runtimes.get(record.Id);
+      if (runtime) this.connectStdin(record, runtime, attachment);
+      else if (!record.State.Restarting && record.State.Status !== 'created') {
+        // Attaching to a stopped container returns at once, as with dockerd.
+        attachment.done();
+      }
+      this.publish(record, 'attach');
+    });
+  }
+
+  /** Detaches a client's attachment without touching the container. */
+  detachAll(idOrName: string, sinks: AttachSinks): void {
+    const record = this.find(idOrName);
+    if (!record) return;
+    for (const a of this.attachments.get(record.Id) ?? []) if (a.stdin === sinks.stdin && a.stdout === sinks.stdout) a.done();
+  }
+
+  async logs(
+    idOrName: string,
+    q: LogQuery & { follow: boolean },
+    onEntry: (e: LogEntry) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const record = this.get(idOrName);
+    const file = this.logPath(record.Id);
+    const runtime = this.runtimes.get(record.Id);
+    const live: Array<[LogEntry, number]> = [];
+    const onLive = (e: LogEntry, at: number) => live.push([e, at]);
+    const writer = q.follow ? runtime?.log : undefined;
+    writer?.on('entry', onLive);
+    const upTo = writer ? writer.offset : Infinity;
+    try {
+      for (const e of await readLogEntries(file, q, upTo)) onEntry(e);
+      if (!writer || signal.aborted) return;
+      writer.off('entry', onLive);
+      const { matches } = await import('./json-log');
+      for (const [e, at] of live) if (at >= upTo && matches(e, { ...q, tail: undefined })) onEntry(e);
+      const forward = (e: LogEntry) => {
+        if (matches(e, { ...q, tail: undefined })) onEntry(e);
+      };
+      writer.on('entry', forward);
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          writer.off('entry', forward);
+          resolve();
+        };
+        this.lifecycle.once(`exit:${record.Id}`, done);
+        signal.addEventListener('abort', () => {
+          this.lifecycle.off(`exit:${record.Id}`, done);
+          done();
+        });
+      });
+    } finally {
+      writer?.off('entry', onLive);
+    }
+  }
+
+  // ---------------------------------------------------------------- daemon lifecycle
+
+  /** Stops every VM (the daemon is going away); containers are recorded as exited. */
+  async shutdown(): Promise<void> {
+    this.shuttingDown = true;
+    await Promise.all(
+      [...this.runtimes.keys()].map(async (id) => {
+        const record = this.records.get(id);
+        const runtime = this.runtimes.get(id);
+        if (!record || !runtime) return;
+        await this.stopRuntime(record, runtime, { timeoutSeconds: 2 }).catch(() => undefined);
+      }),
+    );
+  }
+
+  private async load(): Promise<void> {
+    await fs.mkdir(this.opts.root, { recursive: true });
+    await this.store.sweep();
+    const toRestart: ContainerRecord[] = [];
+    for (const id of await this.store.ids()) {
+      const record = await this.store.read(id).catch(() => undefined);
+      if (!record) continue;
+      this.records.set(id, record);
+      if (record.State.Running || record.State.Restarting) {
+        // Its VM died with the previous daemon (QEMU runs with a parent-death signal).
+        record.State = {
+          ...record.State,
+          Status: 'exited',
+          Running: false,
+          Paused: false,
+          Restarting: false,
+          Pid: 0,
+          ExitCode: 137,
+          FinishedAt: new Date().toISOString(),
+        };
+        await this.persist(record);
+        toRestart.push(record);
+      } else if (record.State.Status === 'exited' && ['always', 'unless-stopped'].includes(record.HostConfig.RestartPolicy?.Name ?? '')) {
+        if (!record.ManuallyStopped) toRestart.push(record);
+      }
+      await this.unmountRootfs(id).catch(() => undefined);
+    }
+    for (const record of toRestart) {
+      const policy = record.HostConfig.RestartPolicy?.Name;
+      if (policy === 'always' || (policy === 'unless-stopped' && !record.ManuallyStopped)) {
+        this.start(record.Id).catch((err) => log.warn('restart on daemon start failed', { id: record.Id, error: String(err) }));
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  async persist(record: ContainerRecord): Promise<void> {
+    if (!this.records.has(record.Id)) return;
+    await this.store.write(record.Id, record);
+  }
+
+  /** The container's rootfs on the host, mounted on demand (docker cp, export, diff). */
+  async mountedRootfs(record: ContainerRecord): Promise<{ merged: string; upper: string }> {
+    return mountOverlayRootfs(path.join(this.containerDir(record.Id), 'rootfs'), await this.lowerDirs(record));
+  }
+
+  upperDir(record: ContainerRecord): string {
+    return path.join(this.containerDir(record.Id), 'rootfs', 'upper');
+  }
+
+  private async unmountRootfs(id: string): Promise<void> {
+    const merged = path.join(this.containerDir(id), 'rootfs', 'merged');
+    if (await isMountPoint(merged)) {
+      const { execFile } = await import('node:child_process');
+      await new Promise<void>((resolve, reject) => execFile('umount', [merged], (err) => (err ? reject(err) : resolve())));
+    }
+  }
+
+  private assertNameFree(name: string): void {
+    const holder = [...this.records.values()].find((r) => r.Name === `/${name}`);
+    if (holder) {
+      throw conflict(
+        `Conflict. The container name "/${name}" is already in use by container "${holder.Id}". You have to remove (or rename) that container to be able to reuse that name.`,
+      );
+    }
+  }
+
+  publish(record: ContainerRecord, action: string, extra: Record<string, string> = {}): void {
+    this.opts.events.publish('container', action, record.Id, {
+      ...(record.Config.Labels ?? {}),
+      image: record.Config.Image ?? record.Image,
+      name: record.Name.replace(/^\//, ''),
+      ...extra,
+    });
+  }
+
+  private async withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(id) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(fn);
+    this.locks.set(id, next);
+    try {
+      return await next;
+    } finally {
+      if (this.locks.get(id) === next) this.locks.delete(id);
+    }
+  }
+}
+
+/** dockerd's wording for a command that cannot be run, so the CLI maps it to 126/127. */
+function execError(err: unknown, command: string): Error {
+  if (err instanceof AgentRequestError) {
+    const prefix = 'failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process:';
+    if (err.errno === 2) {
+      return new PaddockError('invalid', `${prefix} exec: "${command}": executable file not found in $PATH: unknown`);
+    }
+    if (err.errno === 13) {
+      return new PaddockError('invalid', `${prefix} exec: "${command}": permission denied: unknown`);
+    }
+    return new PaddockError('internal', `${prefix} ${err.message}: unknown`);
+  }
+  return err instanceof Error ? err : unavailable(String(err));
+}
+
+async function resolvConf(hc: HostConfig): Promise<string> {
+  const lines: string[] = [];
+  let hostConf = '';
+  try {
+    hostConf = await fs.readFile('/etc/resolv.conf', 'utf8');
+  } catch {
+    // no host resolver configuration
+  }
+  const servers = hc.Dns?.length
+    ? hc.Dns
+    : hostConf
+        .split('\n')
+        .map((l) => /^\s*nameserver\s+(\S+)/.exec(l)?.[1])
+        .filter((s): s is string => Boolean(s) && !s!.startsWith('127.') && s !== '::1');
+  for (const s of servers) lines.push(`nameserver ${s}`);
+  const search = hc.DnsSearch?.length ? hc.DnsSearch : hostConf.split('\n').find((l) => l.startsWith('search '))?.slice(7).trim().split(/\s+/);
+  if (search?.length) lines.push(`search ${search.join(' ')}`);
+  if (hc.DnsOptions?.length) lines.push(`options ${hc.DnsOptions.join(' ')}`);
+  return lines.join('\n') + '\n';
+}
+
+function ended(stream: Readable): Promise<void> {
+  if (stream.readableEnded || stream.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    stream.once('end', resolve);
+    stream.once('close', resolve);
+    stream.once('error', () => resolve());
+  });
+}
+
+function durationSeconds(r: ContainerRecord): number {
+  return Math.max(0, Math.round((Date.parse(r.State.FinishedAt) - Date.parse(r.State.StartedAt)) / 1000));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -1,0 +1,174 @@
+/**
+ * Docker's wire shapes for containers: `GET /containers/{id}/json` and the list entries of
+ * `GET /containers/json`, plus the list filters. Pure functions over stored records.
+ */
+import path from 'node:path';
+import type { ContainerService } from '../../engine/containers/container-service';
+import type { ContainerRecord } from '../../engine/containers/types';
+import { invalid } from '../../errors';
+
+function networkSettings(record: ContainerRecord) {
+  const mode = record.HostConfig.NetworkMode || 'bridge';
+  const endpoint = {
+    IPAMConfig: null,
+    Links: null,
+    Aliases: null,
+    MacAddress: '',
+    DriverOpts: null,
+    NetworkID: '',
+    EndpointID: '',
+    Gateway: '',
+    IPAddress: '',
+    IPPrefixLen: 0,
+    IPv6Gateway: '',
+    GlobalIPv6Address: '',
+    GlobalIPv6PrefixLen: 0,
+    DNSNames: null,
+  };
+  return {
+    Bridge: '',
+    SandboxID: '',
+    SandboxKey: '',
+    Ports: {},
+    HairpinMode: false,
+    LinkLocalIPv6Address: '',
+    LinkLocalIPv6PrefixLen: 0,
+    SecondaryIPAddresses: null,
+    SecondaryIPv6Addresses: null,
+    EndpointID: '',
+    Gateway: '',
+    GlobalIPv6Address: '',
+    GlobalIPv6PrefixLen: 0,
+    IPAddress: '',
+    IPPrefixLen: 0,
+    IPv6Gateway: '',
+    MacAddress: '',
+    Networks: mode === 'none' || mode === 'host' ? { [mode]: endpoint } : { [mode]: endpoint },
+  };
+}
+
+export function inspectView(svc: ContainerService, record: ContainerRecord): Record<string, unknown> {
+  const dir = svc.containerDir(record.Id);
+  const rootfs = path.join(dir, 'rootfs');
+  return {
+    Id: record.Id,
+    Created: record.Created,
+    Path: record.Path,
+    Args: record.Args,
+    State: record.State,
+    Image: record.Image,
+    ResolvConfPath: path.join(dir, 'etc', 'resolv.conf'),
+    HostnamePath: path.join(dir, 'etc', 'hostname'),
+    HostsPath: path.join(dir, 'etc', 'hosts'),
+    LogPath: svc.logPath(record.Id),
+    Name: record.Name,
+    RestartCount: record.RestartCount,
+    Driver: 'overlay2',
+    Platform: 'linux',
+    MountLabel: '',
+    ProcessLabel: '',
+    AppArmorProfile: '',
+    ExecIDs: null,
+    HostConfig: record.HostConfig,
+    GraphDriver: {
+      Data: {
+        MergedDir: path.join(rootfs, 'merged'),
+        UpperDir: path.join(rootfs, 'upper'),
+        WorkDir: path.join(rootfs, 'work'),
+      },
+      Name: 'overlay2',
+    },
+    Mounts: [],
+    Config: record.Config,
+    NetworkSettings: networkSettings(record),
+  };
+}
+
+export function listView(record: ContainerRecord): Record<string, unknown> {
+  return {
+    Id: record.Id,
+    Names: [record.Name],
+    Image: record.Config.Image ?? record.Image,
+    ImageID: record.Image,
+    Command: [record.Path, ...record.Args].join(' '),
+    Created: Math.floor(Date.parse(record.Created) / 1000),
+    Ports: [],
+    Labels: record.Config.Labels ?? {},
+    State: record.State.Status,
+    Status: statusText(record),
+    HostConfig: { NetworkMode: record.HostConfig.NetworkMode || 'bridge' },
+    NetworkSettings: { Networks: networkSettings(record).Networks },
+    Mounts: [],
+  };
+}
+
+export function statusText(r: ContainerRecord, now = Date.now()): string {
+  const s = r.State;
+  if (s.Restarting) return `Restarting (${s.ExitCode}) ${humanDuration(now - Date.parse(s.FinishedAt))} ago`;
+  if (s.Running) {
+    const health = s.Health && s.Health.Status !== 'none' ? ` (${s.Health.Status === 'starting' ? 'health: starting' : s.Health.Status})` : '';
+    return `Up ${humanDuration(now - Date.parse(s.StartedAt))}${s.Paused ? ' (Paused)' : health}`;
+  }
+  if (s.Status === 'created') return 'Created';
+  if (s.Status === 'dead') return 'Dead';
+  return `Exited (${s.ExitCode}) ${humanDuration(now - Date.parse(s.FinishedAt))} ago`;
+}
+
+/** Go's units.HumanDuration, which the docker CLI shows in `ps`. */
+export function humanDuration(ms: number): string {
+  const seconds = Math.floor(ms / 1000);
+  if (seconds < 1) return 'Less than a second';
+  if (seconds === 1) return '1 second';
+  if (seconds < 60) return `${seconds} seconds`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes === 1) return 'About a minute';
+  if (minutes < 60) return `${minutes} minutes`;
+  const hours = Math.round(minutes / 60);
+  if (hours === 1) return 'About an hour';
+  if (hours < 48) return `${hours} hours`;
+  if (hours < 24 * 7 * 2) return `${Math.floor(hours / 24)} days`;
+  if (hours < 24 * 30 * 2) return `${Math.floor(hours / 24 / 7)} weeks`;
+  if (hours < 24 * 365 * 2) return `${Math.floor(hours / 24 / 30)} months`;
+  return `${Math.floor(hours / 24 / 365)} years`;
+}
+
+const LIST_FILTERS = ['id', 'name', 'label', 'status', 'exited', 'ancestor', 'before', 'since', 'health', 'network', 'volume', 'is-task', 'publish', 'expose'];
+const STATUSES = ['created', 'restarting', 'running', 'removing', 'paused', 'exited', 'dead'];
+
+export function filterContainers(
+  svc: ContainerService,
+  records: ContainerRecord[],
+  filters: Record<string, string[]>,
+  all: boolean,
+): ContainerRecord[] {
+  for (const key of Object.keys(filters)) if (!LIST_FILTERS.includes(key)) throw invalid(`invalid filter '${key}'`);
+  for (const st of filters.status ?? []) {
+    if (!STATUSES.includes(st)) throw invalid(`invalid filter 'status=${st}'`);
+  }
+  const ref = (k: string) => (filters[k]?.length ? svc.get(filters[k][0]) : undefined);
+  const before = ref('before');
+  const since = ref('since');
+  const showAll = all || Boolean(filters.status || filters.exited || before || since);
+  return records.filter((r) => {
+    if (!showAll && !r.State.Running) return false;
+    const f = filters;
+    if (f.id && !f.id.some((id) => r.Id.startsWith(id))) return false;
+    if (f.name && !f.name.some((n) => new RegExp(n).test(r.Name.slice(1)) || new RegExp(n).test(r.Name))) return false;
+    if (f.status && !f.status.includes(r.State.Paused ? 'paused' : r.State.Status)) return false;
+    if (f.exited && (r.State.Running || !f.exited.map(Number).includes(r.State.ExitCode) || r.State.Status === 'created')) return false;
+    if (f.label) {
+      const labels = r.Config.Labels ?? {};
+      const ok = f.label.every((l) => {
+        const eq = l.indexOf('=');
+        return eq < 0 ? l in labels : labels[l.slice(0, eq)] === l.slice(eq + 1);
+      });
+      if (!ok) return false;
+    }
+    if (f.ancestor && !f.ancestor.some((a) => a === r.Config.Image || a === r.Image || r.Image.startsWith(`sha256:${a}`) || r.Config.Image === `${a}:latest`)) return false;
+    if (f.health && !f.health.includes(r.State.Health?.Status ?? 'none')) return false;
+    if (f.network && !f.network.includes(r.HostConfig.NetworkMode || 'bridge')) return false;
+    if (before && r.Created >= before.Created) return false;
+    if (since && r.Created <= since.Created) return false;
+    return true;
+  });
+}

@@ -1,0 +1,107 @@
+/**
+ * Docker's container shapes, as far as Paddock reads or writes them. Field names follow the
+ * Engine API so that stored state can be returned by inspect without translation.
+ */
+import type { ImageRuntimeConfig } from '../image-backend';
+
+export interface ContainerConfig extends ImageRuntimeConfig {
+  Hostname?: string;
+  Domainname?: string;
+  AttachStdin?: boolean;
+  AttachStdout?: boolean;
+  AttachStderr?: boolean;
+  Tty?: boolean;
+  OpenStdin?: boolean;
+  StdinOnce?: boolean;
+  Image?: string;
+  NetworkDisabled?: boolean;
+  MacAddress?: string;
+  StopTimeout?: number | null;
+}
+
+export interface RestartPolicy {
+  Name: '' | 'no' | 'always' | 'on-failure' | 'unless-stopped';
+  MaximumRetryCount?: number;
+}
+
+export interface PortBinding {
+  HostIp?: string;
+  HostPort?: string;
+}
+
+export interface HostConfig {
+  Binds?: string[] | null;
+  NetworkMode?: string;
+  PortBindings?: Record<string, PortBinding[] | null> | null;
+  RestartPolicy?: RestartPolicy;
+  AutoRemove?: boolean;
+  VolumesFrom?: string[] | null;
+  Mounts?: unknown[] | null;
+  Tmpfs?: Record<string, string> | null;
+  Dns?: string[] | null;
+  DnsOptions?: string[] | null;
+  DnsSearch?: string[] | null;
+  ExtraHosts?: string[] | null;
+  Links?: string[] | null;
+  PublishAllPorts?: boolean;
+  Privileged?: boolean;
+  ReadonlyRootfs?: boolean;
+  Init?: boolean | null;
+  Memory?: number;
+  MemorySwap?: number;
+  NanoCpus?: number;
+  CpuShares?: number;
+  CpuQuota?: number;
+  CpuPeriod?: number;
+  ShmSize?: number;
+  LogConfig?: { Type: string; Config: Record<string, string> };
+  ConsoleSize?: [number, number] | null;
+  [key: string]: unknown;
+}
+
+export interface ContainerState {
+  Status: 'created' | 'running' | 'paused' | 'restarting' | 'removing' | 'exited' | 'dead';
+  Running: boolean;
+  Paused: boolean;
+  Restarting: boolean;
+  OOMKilled: boolean;
+  Dead: boolean;
+  Pid: number;
+  ExitCode: number;
+  Error: string;
+  StartedAt: string;
+  FinishedAt: string;
+  Health?: {
+    Status: 'starting' | 'healthy' | 'unhealthy' | 'none';
+    FailingStreak: number;
+    Log: Array<{ Start: string; End: string; ExitCode: number; Output: string }>;
+  };
+}
+
+/** What is persisted per container (config.json in its directory). */
+export interface ContainerRecord {
+  Id: string;
+  /** With the leading slash, as Docker stores it. */
+  Name: string;
+  Created: string;
+  Path: string;
+  Args: string[];
+  Config: ContainerConfig;
+  HostConfig: HostConfig;
+  /** Image ID ("sha256:..."). */
+  Image: string;
+  State: ContainerState;
+  RestartCount: number;
+  /** Set when the user stopped it (unless-stopped must not restart it). */
+  ManuallyStopped?: boolean;
+  NetworkingConfig?: { EndpointsConfig?: Record<string, unknown> } | null;
+  /** Largest exec / process id used, so ids stay unique across restarts. */
+  Platform: 'linux';
+}
+
+export interface CreateContainerRequest extends ContainerConfig {
+  HostConfig?: HostConfig;
+  NetworkingConfig?: { EndpointsConfig?: Record<string, unknown> } | null;
+}
+
+export const ZERO_TIME = '0001-01-01T00:00:00Z';
