@@ -198,7 +198,7 @@ class SeedBuilder {
         }
         const value = await build();
         await fs.mkdir(path.dirname(file), { recursive: true });
-        const tmp = `${file}.tmp-${process.pid}`;
+        const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
         await fs.writeFile(tmp, JSON.stringify(value, null, 2));
         await fs.rename(tmp, file);
         return value;
