@@ -166,6 +166,20 @@ async function writableCacheRoot(preferred?: string): Promise<string> {
   throw new Error(`no writable cache directory among ${candidates.join(', ')}`);
 }
 
+/**
+ * Every change to the builder makes a new key dir (the `large` image alone is ~200 MB), so key
+ * dirs nobody has opened for two weeks are removed. Only names that look like our keys.
+ */
+async function pruneStaleKeys(root: string, current: string): Promise<void> {
+  const cutoff = Date.now() - 14 * 24 * 3600 * 1000;
+  for (const name of await fs.readdir(root)) {
+    const dir = path.join(root, name);
+    if (!/^[0-9a-f]{16}$/.test(name) || dir === current) continue;
+    const st = await fs.stat(dir).catch(() => undefined);
+    if (st?.isDirectory() && st.mtimeMs < cutoff) await removeTree(dir).catch(() => undefined);
+  }
+}
+
 /** Builds seed images, remembering every intermediate result as a JSON record next to its blobs. */
 class SeedBuilder {
   private readonly inFlight = new Map<string, Promise<unknown>>();
@@ -176,7 +190,12 @@ class SeedBuilder {
   ) {}
 
   static async open(cacheRoot?: string): Promise<SeedBuilder> {
-    const dir = path.join(await writableCacheRoot(cacheRoot), cacheKey());
+    const root = await writableCacheRoot(cacheRoot);
+    const dir = path.join(root, cacheKey());
+    await fs.mkdir(dir, { recursive: true });
+    const now = new Date();
+    await fs.utimes(dir, now, now); // marks this key as in use, for pruneStaleKeys
+    await pruneStaleKeys(root, dir);
     return new SeedBuilder(dir, new BlobStore(path.join(dir, 'blobs')));
   }
 
