@@ -1,0 +1,117 @@
+/**
+ * Unpacked layers, one directory per diff ID (`layers/<hex>/diff`), each usable as an overlayfs
+ * lower dir on its own: a layer's whiteouts only ever hide what lies below it, so a layer does
+ * not depend on its parents and images that share a layer share its directory.
+ *
+ * A layer is unpacked into a staging directory and renamed into place with its record, so a
+ * present layer is always complete. Each record lists the stored blobs (compressed or not)
+ * whose decompression is exactly the layer's tar: push and save send those bytes, so digests
+ * survive a round trip.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { invalid } from '../../errors';
+import { fsyncDir, ObjectDirectory, writeJsonAtomic } from './state-store';
+
+export interface LayerBlob {
+  digest: string;
+  mediaType: string;
+  size: number;
+}
+
+export interface LayerRecord {
+  /** sha256 of the uncompressed tar: the image config's rootfs.diff_ids entry. */
+  diffId: string;
+  /** Bytes of content, as dockerd sizes a layer. */
+  size: number;
+  /** Bytes of the uncompressed tar (what `docker save` writes for this layer). */
+  tarSize: number;
+  /** Blobs in the content store that decompress to this layer's tar. */
+  blobs: LayerBlob[];
+  created: string;
+}
+
+export interface StagedLayer {
+  /** Unpack the layer here. */
+  dir: string;
+  commit(record: LayerRecord): Promise<LayerRecord>;
+  abort(): Promise<void>;
+}
+
+const hexOf = (diffId: string) => {
+  const m = /^sha256:([a-f0-9]{64})$/.exec(diffId);
+  if (!m) throw invalid(`invalid layer diff ID ${diffId}`);
+  return m[1];
+};
+
+export class LayerStore {
+  private readonly records: ObjectDirectory<LayerRecord>;
+  private readonly cache = new Map<string, LayerRecord>();
+
+  private constructor(readonly root: string) {
+    this.records = new ObjectDirectory<LayerRecord>(root, 'layer.json');
+  }
+
+  static async open(root: string): Promise<LayerStore> {
+    await fs.mkdir(root, { recursive: true, mode: 0o700 });
+    const store = new LayerStore(root);
+    await store.records.sweep();
+    for (const hex of await store.records.ids()) {
+      const rec = await store.records.read(hex);
+      if (rec) store.cache.set(rec.diffId, rec);
+      else await fs.rm(path.join(root, hex), { recursive: true, force: true }); // a dir without its record
+    }
+    return store;
+  }
+
+  /** The unpacked tree of a layer: what goes into overlayfs' lowerdir. */
+  diffDir(diffId: string): string {
+    return path.join(this.root, hexOf(diffId), 'diff');
+  }
+
+  get(diffId: string): LayerRecord | undefined {
+    return this.cache.get(diffId);
+  }
+
+  list(): LayerRecord[] {
+    return [...this.cache.values()];
+  }
+
+  async stage(): Promise<StagedLayer> {
+    const tmp = path.join(this.root, `.staging-${randomBytes(6).toString('hex')}.creating`);
+    await fs.mkdir(path.join(tmp, 'diff'), { recursive: true, mode: 0o755 });
+    return {
+      dir: path.join(tmp, 'diff'),
+      commit: async (record) => {
+        const existing = this.cache.get(record.diffId);
+        if (existing) {
+          // Unpacked meanwhile by someone else: keep theirs, remember our blob too.
+          await fs.rm(tmp, { recursive: true, force: true });
+          for (const b of record.blobs) await this.addBlob(record.diffId, b);
+          return this.cache.get(record.diffId)!;
+        }
+        await writeJsonAtomic(path.join(tmp, 'layer.json'), record);
+        await fs.rename(tmp, path.join(this.root, hexOf(record.diffId)));
+        await fsyncDir(this.root);
+        this.cache.set(record.diffId, record);
+        return record;
+      },
+      abort: () => fs.rm(tmp, { recursive: true, force: true }),
+    };
+  }
+
+  /** Remembers one more blob form of a layer (e.g. the gzip made for a push). */
+  async addBlob(diffId: string, blob: LayerBlob): Promise<void> {
+    const rec = this.cache.get(diffId);
+    if (!rec || rec.blobs.some((b) => b.digest === blob.digest)) return;
+    const updated = { ...rec, blobs: [...rec.blobs, blob] };
+    await this.records.write(hexOf(diffId), updated);
+    this.cache.set(diffId, updated);
+  }
+
+  async remove(diffId: string): Promise<void> {
+    this.cache.delete(diffId);
+    await this.records.remove(hexOf(diffId));
+  }
+}
