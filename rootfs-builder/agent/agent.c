@@ -560,7 +560,8 @@ static ssize_t slurp(const char *path, char *buf, size_t cap)
 
 /*
  * One MESSAGE per process: "pid ppid uid ticks starttime tty|cmdline", where ticks is utime+stime
- * and starttime is in clock ticks since boot (fields of /proc/PID/stat); the agent itself is left out.
+ * and starttime is in clock ticks since boot (fields of /proc/PID/stat); the agent itself and
+ * kernel threads are left out.
  */
 static void handle_ps(uint32_t id)
 {
@@ -586,6 +587,7 @@ static void handle_ps(uint32_t id)
 		/* fields after ')': state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime ... starttime(22) */
 		if (sscanf(close_paren + 2, "%c %d %d %d %d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %llu",
 			   &st, &ppid, &pgrp, &session, &tty_nr, &utime, &stime, &start) < 8) continue;
+		if (pid == 2 || ppid == 2) continue; /* kernel threads are not the container's */
 		snprintf(path, sizeof path, "/proc/%d/status", pid);
 		char status[2048]; unsigned uid = 0;
 		ssize_t stn = slurp(path, status, sizeof status - 1);

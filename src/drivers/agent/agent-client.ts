@@ -183,8 +183,10 @@ export class AgentProcess extends EventEmitter {
 
   /** @internal */
   fail(err: Error): void {
-    this.stdout.destroy(err);
-    this.stderr.destroy(err);
+    // The error travels through `exited`; the streams just stop (an 'error' event here would
+    // crash whoever did not listen for one).
+    this.stdout.destroy();
+    this.stderr.destroy();
     for (const w of this.creditWaiters.splice(0)) w();
     this.rejectExit(err);
   }

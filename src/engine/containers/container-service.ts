@@ -375,6 +375,10 @@ export class ContainerService {
         Error: message,
       };
       await this.persist(record).catch(() => undefined);
+      if (record.HostConfig.AutoRemove) {
+        // As dockerd: a --rm container that cannot start is removed (the CLI waits for that).
+        setImmediate(() => void this.remove(record.Id, { force: true }).catch(() => undefined));
+      }
       throw err;
     }
   }

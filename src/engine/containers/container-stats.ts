@@ -20,10 +20,10 @@ export interface GuestSample {
 }
 
 export async function sampleGuest(agent: AgentConnection): Promise<GuestSample> {
-  const [stat, meminfo, loadavg] = await Promise.all([
+  const [stat, meminfo, procs] = await Promise.all([
     agent.readFile('/proc/stat'),
     agent.readFile('/proc/meminfo'),
-    agent.readFile('/proc/loadavg'),
+    agent.ps(),
   ]);
   const cpu = (/^cpu\s+(.*)$/m.exec(stat)?.[1] ?? '').trim().split(/\s+/).map(Number);
   const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = cpu;
@@ -39,7 +39,7 @@ export async function sampleGuest(agent: AgentConnection): Promise<GuestSample> 
     memTotal: kb('MemTotal'),
     memAvailable: kb('MemAvailable'),
     memCached: kb('Cached'),
-    processes: Number(/\d+\/(\d+)/.exec(loadavg)?.[1] ?? 0),
+    processes: procs.length,
   };
 }
 
