@@ -128,6 +128,10 @@ class AuthSession {
     if (res.statusCode !== 401) return res;
     const challenges = parseAuthChallenges(res.headers['www-authenticate']);
     const body = await readBody(res).catch(() => Buffer.alloc(0));
+    if (!this.authorization && !this.creds.username && challenges.length > 0 && challenges.every((c) => c.scheme === 'basic')) {
+      const method = req.method[0] + req.method.slice(1).toLowerCase();
+      throw new PaddockError('forbidden', `${method} "${req.url}": no basic auth credentials`);
+    }
     const before = this.authorization;
     this.authenticating ??= this.authenticate(challenges, opts).finally(() => (this.authenticating = undefined));
     await this.authenticating;
@@ -263,6 +267,16 @@ export class RegistryRepository {
     if (res.statusCode === 200) return true;
     if (res.statusCode === 404) return false;
     throw registryError(res.statusCode ?? 0, Buffer.alloc(0), { method: 'HEAD', url });
+  }
+
+  /** Asks the registry to link a blob it holds in another repository; true when it did. */
+  async mountBlob(digest: string, fromPath: string): Promise<boolean> {
+    const url = new URL(await this.url('blobs/uploads/'));
+    url.searchParams.set('mount', digest);
+    url.searchParams.set('from', fromPath);
+    const res = await this.auth.send({ method: 'POST', url: url.toString(), headers: { 'content-length': 0 } });
+    res.resume();
+    return res.statusCode === 201;
   }
 
   /** Uploads a blob in one PUT (monolithic upload) after opening an upload session. */

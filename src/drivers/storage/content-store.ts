@@ -27,6 +27,8 @@ export class DigestMismatchError extends Error {
 export interface Ingest {
   /** Where to write the blob's bytes. */
   writable: DigestingStream;
+  /** Waits for the write to end and checks the digest, publishing nothing. */
+  verify(expected?: string): Promise<string>;
   /** Ends the write (the writable must have ended), verifies and publishes; returns the digest. */
   commit(expected?: string): Promise<string>;
   abort(): Promise<void>;
@@ -99,15 +101,20 @@ export class ContentStore {
     const writable = new DigestingStream({ highWaterMark: 1024 * 1024 });
     const written = pipeline(writable, file);
     written.catch(() => undefined);
+    const verify = async (expected?: string) => {
+      await written;
+      const actual = writable.digest();
+      if (expected && expected !== actual) {
+        await fs.rm(tmp, { force: true });
+        throw new DigestMismatchError(expected, actual);
+      }
+      return actual;
+    };
     return {
       writable,
+      verify,
       commit: async (expected?: string) => {
-        await written;
-        const actual = writable.digest();
-        if (expected && expected !== actual) {
-          await fs.rm(tmp, { force: true });
-          throw new DigestMismatchError(expected, actual);
-        }
+        const actual = await verify(expected);
         await fs.rename(tmp, this.pathOf(actual));
         await fsyncDir(this.blobDir);
         return actual;

@@ -18,6 +18,8 @@ export interface LayerBlob {
   digest: string;
   mediaType: string;
   size: number;
+  /** "domain/path" of the repository it was pulled from: a push to that registry can mount it. */
+  source?: string;
 }
 
 export interface LayerRecord {

@@ -27,7 +27,7 @@ const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE_MARKER = '.wh..wh..opq';
 
 export interface UnpackResult {
-  /** Bytes of regular files and symlink targets (hard links counted once), as dockerd sizes layers. */
+  /** Bytes of regular files (hard links counted once): dockerd's size of an applied layer. */
   size: number;
   entries: number;
 }
@@ -133,7 +133,6 @@ class Unpacker {
         body.resume();
         await this.removeExisting(rel);
         await fs.symlink(h.linkname ?? '', abs);
-        this.size += Buffer.byteLength(h.linkname ?? '');
         break;
       case 'link': {
         body.resume();

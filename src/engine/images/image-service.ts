@@ -183,7 +183,7 @@ export class ImageService implements ImageBackend {
   // ------------------------------------------------------------------ references
 
   async tag(source: string, repo: string | null, tag: string | null): Promise<void> {
-    if (!repo) throw invalid('repository name must have at least one component');
+    if (!repo) throw invalid('invalid reference format');
     const named = parseNormalizedNamed(repo);
     if (named.digest) throw invalid('cannot import digest reference');
     if (named.path === 'library/sha256' || named.path.endsWith('/sha256')) {

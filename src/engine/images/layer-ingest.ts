@@ -21,6 +21,8 @@ export interface IngestOptions {
   expectedDigest?: string;
   /** The diff ID the image config promised; verified. */
   expectedDiffId?: string;
+  /** The repository the blob came from ("domain/path"), for cross-repository mounts on push. */
+  source?: string;
   /** Called with the number of blob bytes read so far. */
   onBytes?: (read: number) => void;
   /** Called when all bytes were read, before verification and publishing. */
@@ -42,21 +44,29 @@ export async function ingestLayer(store: ImageStore, source: Readable, opts: Ing
       done(null, chunk);
     },
   });
-  counter.setMaxListeners(32); // three pipelines watch it
   const toUnpack = new PassThrough({ highWaterMark: 1024 * 1024 });
+  counter.pipe(toUnpack);
   try {
+    // A layer that fails to unpack (a corrupt download usually fails gunzip first) is still
+    // read to its end, so that the digest check can name the real cause.
+    let unpackError: unknown;
     let unpacked: { size: number } | undefined;
     await Promise.all([
-      pipeline(source, counter),
-      pipeline(counter, blob.writable),
-      pipeline(counter, toUnpack),
+      pipeline(source, counter, blob.writable),
       (async () => {
         const decompressed = decompressing(toUnpack);
         decompressed.on('error', (err) => diff.destroy(err));
         unpacked = await unpackLayer(decompressed.pipe(diff), staged.dir);
-      })(),
+      })().catch((err) => {
+        unpackError = err;
+        counter.unpipe(toUnpack);
+        toUnpack.destroy();
+        counter.resume();
+      }),
     ]);
     opts.onDownloaded?.();
+    await blob.verify(opts.expectedDigest);
+    if (unpackError) throw unpackError;
     const diffId = diff.digest();
     if (opts.expectedDiffId && opts.expectedDiffId !== diffId) {
       throw invalid(`layer diff ID mismatch: expected ${opts.expectedDiffId}, got ${diffId}`);
@@ -66,7 +76,7 @@ export async function ingestLayer(store: ImageStore, source: Readable, opts: Ing
       diffId,
       size: unpacked!.size,
       tarSize: diff.bytes,
-      blobs: [{ digest, mediaType: opts.mediaType ?? detectedMediaType(head), size: read }],
+      blobs: [{ digest, mediaType: opts.mediaType ?? detectedMediaType(head), size: read, ...(opts.source ? { source: opts.source } : {}) }],
       created: new Date().toISOString(),
     });
   } catch (err) {

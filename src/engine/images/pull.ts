@@ -81,7 +81,7 @@ async function pullOne(deps: PullDeps, repo: RegistryRepository, ref: NamedRefer
     manifestDigests.push(platformManifest.digest);
   }
   const manifest = parsed.manifest;
-  opts.progress.write({ status: `Pulling from ${familiarName(ref)}`, id: tagOrDigest });
+  opts.progress.write({ status: `Pulling from ${ref.path}`, id: tagOrDigest });
 
   const configRaw = await repo.getBlob(manifest.config.digest).catch((err) => {
     throw describePullError(err, ref);
@@ -167,6 +167,7 @@ async function downloadLayer(
     mediaType: layer.mediaType,
     expectedDigest: layer.digest,
     expectedDiffId: diffId,
+    source: `${repo.registry.domain}/${repo.path}`,
     onBytes: (n) => progress.update('Downloading', n, total),
     onDownloaded: () => {
       progress.update('Downloading', total, total, true);

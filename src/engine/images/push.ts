@@ -35,6 +35,7 @@ export interface PushDeps {
 export async function pushImage(deps: PushDeps, opts: PushOptions): Promise<void> {
   const { store } = deps;
   const { ref } = opts;
+  opts.progress.write({ status: `The push refers to repository [${fullName(ref)}]` });
   const targets: Array<{ tag: string; image: LoadedImage }> = [];
   if (ref.tag) {
     const id = store.refs.get(ref);
@@ -51,7 +52,6 @@ export async function pushImage(deps: PushDeps, opts: PushOptions): Promise<void
   }
   const registry = new Registry(ref.domain, { insecureRegistries: deps.insecureRegistries });
   const repo = registry.repository(ref.path, opts.credentials, ['pull', 'push']);
-  opts.progress.write({ status: `The push refers to repository [${fullName(ref)}]` });
   for (const { tag, image } of targets) {
     await store.withLease([image.stored.id], () => pushTag(deps, repo, ref, tag, image, opts.progress));
   }
@@ -113,6 +113,15 @@ async function pushLayer(store: ImageStore, repo: RegistryRepository, diffId: st
   if (await repo.hasBlob(blob.digest)) {
     progress.status('Layer already exists');
     return blob;
+  }
+  const sourcePrefix = `${repo.registry.domain}/`;
+  for (const b of store.layers.get(diffId)?.blobs ?? []) {
+    if (b.digest !== blob.digest || !b.source?.startsWith(sourcePrefix)) continue;
+    const from = b.source.slice(sourcePrefix.length);
+    if (from !== repo.path && (await repo.mountBlob(blob.digest, from).catch(() => false))) {
+      progress.status(`Mounted from ${from}`);
+      return blob;
+    }
   }
   let sent = 0;
   await repo.uploadBlob(blob.digest, blob.size, () => {
