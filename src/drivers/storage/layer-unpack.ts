@@ -62,6 +62,7 @@ export async function unpackLayer(input: Readable, dest: string): Promise<Unpack
   const extract = tar.extract();
   // tar-stream speaks streamx, not node streams: feed it by hand, with backpressure.
   const feeding = feed(input, extract);
+  feeding.catch(() => undefined); // awaited below; this only keeps an early failure from going unhandled
   try {
     for await (const entry of extract) {
       await unpacker.entry(entry.header as TarHeader, entry as unknown as Readable);
