@@ -12,24 +12,9 @@ import { getAttributeSync } from '@napi-rs/xattr';
 import tar from 'tar-stream';
 import { packLayer } from '../../src/drivers/storage/layer-pack';
 import { layerRelativePath, unpackLayer } from '../../src/drivers/storage/layer-unpack';
+import { makeTar, type TarMember } from './images-fixtures';
 
-type Member = Partial<tar.Header> & { name: string; content?: string };
-
-export async function makeTar(members: Member[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const done = (async () => {
-    const chunks: Buffer[] = [];
-    for await (const c of pack as AsyncIterable<Buffer>) chunks.push(Buffer.from(c));
-    return Buffer.concat(chunks);
-  })();
-  for (const { content, ...header } of members) {
-    await new Promise<void>((resolve, reject) =>
-      pack.entry({ mode: 0o644, mtime: new Date(1_600_000_000_000), ...header }, content ?? '', (err) => (err ? reject(err) : resolve())),
-    );
-  }
-  pack.finalize();
-  return done;
-}
+type Member = TarMember;
 
 async function readTar(stream: Readable): Promise<Array<{ name: string; type: string; size: number }>> {
   const extract = tar.extract();

@@ -8,6 +8,7 @@ import {
   fullName,
   parseNormalizedNamed,
   referenceString,
+  withDefaultTag,
   type NamedReference,
 } from '../../drivers/registry/reference';
 import { readJson, writeJsonAtomic } from '../../drivers/storage/state-store';
@@ -42,8 +43,9 @@ export class ReferenceStore {
     return store;
   }
 
+  /** The image a reference names; a bare name means its "latest" tag, as in dockerd. */
   get(ref: NamedReference): string | undefined {
-    return this.byRef.get(referenceString(ref))?.id;
+    return this.byRef.get(referenceString(withDefaultTag(ref)))?.id;
   }
 
   /** References to an image, in dockerd's order (lexical by familiar string). */
