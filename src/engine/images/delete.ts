@@ -102,7 +102,9 @@ export class ImageDeleter {
   private async untag(ref: NamedReference, id: string, records: DeleteResponseItem[], event = true): Promise<void> {
     await this.store.refs.delete(ref);
     records.push({ Untagged: familiarString(ref) });
-    if (event) this.events.publish('image', 'untag', id, { name: id });
+    // dockerd's untag event carries the image's labels (the image still exists then).
+    const labels = this.store.getIncludingHidden(id)?.config.config?.Labels ?? {};
+    if (event) this.events.publish('image', 'untag', id, { ...labels, name: id });
   }
 
   private async conflicts(id: string, mask: number): Promise<DeleteConflict | undefined> {

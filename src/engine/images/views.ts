@@ -20,6 +20,12 @@ export function repoDigests(store: ImageStore, id: string): string[] {
   return store.refs.referencesTo(id).filter((r) => r.digest).map(familiarString);
 }
 
+/** Go marshals maps with sorted keys; clients diffing output expect the same order. */
+function sortedKeys<T>(map: Record<string, T> | null | undefined): Record<string, T> | null {
+  if (!map) return null;
+  return Object.fromEntries(Object.keys(map).sort().map((k) => [k, map[k]]));
+}
+
 /** Config as dockerd shows it in inspect (the image config, plus legacy fields for old clients). */
 export function inspectConfig(config: ImageRuntimeConfig | undefined, apiVersion: string): Record<string, unknown> {
   const c = config ?? {};
@@ -28,18 +34,18 @@ export function inspectConfig(config: ImageRuntimeConfig | undefined, apiVersion
   if (legacy) Object.assign(out, { Hostname: '', Domainname: '' });
   out.User = c.User ?? '';
   if (legacy) Object.assign(out, { AttachStdin: false, AttachStdout: false, AttachStderr: false });
-  if (c.ExposedPorts && Object.keys(c.ExposedPorts).length) out.ExposedPorts = c.ExposedPorts;
+  if (c.ExposedPorts && Object.keys(c.ExposedPorts).length) out.ExposedPorts = sortedKeys(c.ExposedPorts);
   if (legacy) Object.assign(out, { Tty: false, OpenStdin: false, StdinOnce: false });
   out.Env = c.Env ?? null;
   out.Cmd = c.Cmd ?? null;
   if (c.Healthcheck) out.Healthcheck = c.Healthcheck;
   if (c.ArgsEscaped) out.ArgsEscaped = c.ArgsEscaped;
   if (legacy) out.Image = '';
-  out.Volumes = c.Volumes ?? null;
+  out.Volumes = sortedKeys(c.Volumes);
   out.WorkingDir = c.WorkingDir ?? '';
   out.Entrypoint = c.Entrypoint ?? null;
   out.OnBuild = c.OnBuild ?? null;
-  out.Labels = c.Labels ?? null;
+  out.Labels = sortedKeys(c.Labels);
   if (c.StopSignal) out.StopSignal = c.StopSignal;
   if (c.Shell) out.Shell = c.Shell;
   return out;
@@ -105,7 +111,7 @@ export function summarizeImage(
     Containers: compareVersions(apiVersion, '1.51') >= 0 ? opts.containers : -1,
     Created: createdSeconds(img.config),
     Id: img.stored.id,
-    Labels: img.config.config?.Labels ?? null,
+    Labels: sortedKeys(img.config.config?.Labels),
     ParentId: img.stored.parent ?? '',
     RepoDigests: digests,
     RepoTags: tags,
@@ -134,12 +140,12 @@ export function imageHistory(store: ImageStore, img: LoadedImage): Array<Record<
       size = diffId ? (store.layers.get(diffId)?.size ?? 0) : 0;
     }
     return {
-      Id: '<missing>',
+      Comment: h.comment ?? '',
       Created: h.created ? Math.floor(Date.parse(h.created) / 1000) : 0,
       CreatedBy: h.created_by ?? '',
-      Tags: null as string[] | null,
+      Id: '<missing>',
       Size: size,
-      Comment: h.comment ?? '',
+      Tags: null as string[] | null,
     };
   });
   entries.reverse();
