@@ -200,6 +200,94 @@ describe('registry auth', () => {
   });
 });
 
+describe('import, prune, filters, API versions', () => {
+  it('imports a root filesystem tarball with --change and --message', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-import-'));
+    try {
+      await fs.mkdir(path.join(dir, 'root/bin'), { recursive: true });
+      await fs.writeFile(path.join(dir, 'root/bin/hi'), '#!/bin/sh\necho hi\n', { mode: 0o755 });
+      execFileSync('tar', ['-C', path.join(dir, 'root'), '-czf', path.join(dir, 'rootfs.tgz'), '.']);
+      const r = await docker(['import', '--change', 'CMD ["/bin/hi"]', '--change', 'ENV MODE=imported', '-m', 'from a tarball', path.join(dir, 'rootfs.tgz'), 'imported:v1']);
+      const id = r.stdout.trim();
+      expect(id).toMatch(/^sha256:[a-f0-9]{64}$/);
+      const inspect = JSON.parse((await docker(['image', 'inspect', 'imported:v1'])).stdout)[0];
+      expect(inspect.Id).toBe(id);
+      expect(inspect.Config.Cmd).toEqual(['/bin/hi']);
+      expect(inspect.Config.Env).toEqual(['MODE=imported']);
+      expect(inspect.Comment).toBe('from a tarball');
+      const history = JSON.parse((await td.request('GET', '/images/imported:v1/history')).body);
+      expect(history).toEqual([expect.objectContaining({ Id: id, Comment: 'from a tarball', Tags: ['imported:v1'] })]);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('prunes dangling images, then every unused one with -a', async () => {
+    const empty = (content: string) => {
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-prune-'));
+      execFileSync('sh', ['-c', `echo ${content} > ${dir}/f && tar -C ${dir} -cf ${dir}.tar f`]);
+      return `${dir}.tar`;
+    };
+    const first = (await docker(['import', empty('one'), 'prunable:v1'])).stdout.trim();
+    await docker(['import', empty('two'), 'prunable:v1']); // the first one is dangling now
+    const dangling = JSON.parse((await td.request('GET', `/images/json?filters=${encodeURIComponent('{"dangling":["true"]}')}`)).body);
+    expect(dangling.map((i: { Id: string }) => i.Id)).toEqual([first]);
+    const pruned = await docker(['image', 'prune', '-f']);
+    expect(pruned.stdout).toContain(`deleted: ${first}`);
+    expect((await td.request('GET', `/images/${first}/json`)).status).toBe(404);
+    expect((await td.request('GET', '/images/prunable:v1/json')).status).toBe(200);
+  });
+
+  it('filters the list by label, reference and before/since', async () => {
+    const list = async (filters: object) =>
+      JSON.parse((await td.request('GET', `/images/json?filters=${encodeURIComponent(JSON.stringify(filters))}`)).body) as Array<{ Id: string; RepoTags: string[] }>;
+    expect((await list({ label: ['org.paddock.test=layered'] })).map((i) => i.Id)).toEqual([seeds.layered.configDigest]);
+    expect((await list({ reference: ['*/layered'] })).flatMap((i) => i.RepoTags)).toEqual([seeds.layered.ref]);
+    expect(await list({ since: ['imported:v1'] })).toEqual(expect.arrayContaining([expect.objectContaining({ RepoTags: ['prunable:v1'] })]));
+    expect((await list({ before: ['imported:v1'] })).map((i) => i.Id)).toContain(seeds.busybox.configDigest);
+    const bad = await td.request('GET', `/images/json?filters=${encodeURIComponent('{"nope":["x"]}')}`);
+    expect(bad.status).toBe(400);
+    expect(bad.json().message).toBe("invalid filter 'nope'");
+  });
+
+  it('shapes answers per API version', async () => {
+    const old = (await td.request('GET', '/v1.41/images/json')).json()[0];
+    const current = (await td.request('GET', '/v1.51/images/json')).json()[0];
+    expect(old.VirtualSize).toBe(old.Size);
+    expect(old.Containers).toBe(-1);
+    expect(current.VirtualSize).toBeUndefined();
+    expect(current.Containers).toBe(0);
+    const oldInspect = (await td.request('GET', `/v1.41/images/${seeds.busybox.ref}/json`)).json();
+    const newInspect = (await td.request('GET', `/v1.51/images/${seeds.busybox.ref}/json`)).json();
+    expect(oldInspect.ContainerConfig).toBeDefined();
+    expect(oldInspect.Config.Hostname).toBe('');
+    expect(newInspect.ContainerConfig).toBeUndefined();
+    expect(newInspect.Config.Hostname).toBeUndefined();
+  });
+
+  it('inspects a distribution reference without pulling it', async () => {
+    const r = await td.request('GET', `/distribution/${seeds.multiarch.ref}/json`);
+    expect(r.status).toBe(200);
+    expect(r.json().Descriptor).toEqual({ mediaType: seeds.multiarch.mediaType, digest: seeds.multiarch.manifestDigest, size: expect.any(Number) });
+    expect(r.json().Platforms).toEqual(expect.arrayContaining([expect.objectContaining({ os: 'linux', architecture: 'amd64' })]));
+  });
+
+  it('publishes image events as dockerd does', async () => {
+    const since = (Date.now() / 1000).toFixed(3);
+    await docker(['tag', seeds.busybox.ref, 'evented:1']);
+    await docker(['rmi', 'evented:1']);
+    const until = (Date.now() / 1000 + 0.001).toFixed(3);
+    const lines = (await td.request('GET', `/events?since=${since}&until=${until}&filters=${encodeURIComponent('{"type":["image"]}')}`)).body
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(lines.map((e) => `${e.Action} ${e.Actor.ID} ${e.Actor.Attributes.name}`)).toEqual([
+      `tag ${seeds.busybox.configDigest} evented:1`,
+      `untag ${seeds.busybox.configDigest} ${seeds.busybox.configDigest}`,
+    ]);
+  });
+});
+
 describe('integrity and durability', () => {
   it('fails a pull whose blob does not match its digest, and stores nothing of it', async () => {
     const badReg = await startTestRegistry();

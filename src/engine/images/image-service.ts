@@ -148,10 +148,12 @@ export class ImageService implements ImageBackend {
     const sinceImages = (opts.filters.since ?? []).map((n) => store.lookup(n));
     const references = opts.filters.reference ?? [];
     const out: Array<{ created: number; summary: Record<string, unknown> }> = [];
+    // Newest first, by the full creation time (ties in the same second keep a stable order).
+    const createdMs = (i: LoadedImage) => Date.parse(i.config.created ?? '') || 0;
     for (const img of store.visible()) {
       const created = createdSeconds(img.config);
-      if (beforeImages.some((b) => created >= createdSeconds(b.config))) continue;
-      if (sinceImages.some((s) => created <= createdSeconds(s.config))) continue;
+      if (beforeImages.some((b) => createdMs(img) >= createdMs(b))) continue;
+      if (sinceImages.some((s) => createdMs(img) <= createdMs(s))) continue;
       if (until !== undefined && created * 1e9 >= until) continue;
       if (!labelsMatch(img.config.config?.Labels, opts.filters.label)) continue;
       let refs = store.refs.referencesTo(img.stored.id);
@@ -166,7 +168,7 @@ export class ImageService implements ImageBackend {
       if (dangling === false && isDangling) continue;
       if (isDangling && !opts.all && store.children(img.stored.id).length > 0) continue; // an intermediate image
       const users = await this.probe(img.stored.id);
-      out.push({ created, summary: summarizeImage(store, img, opts.apiVersion, { tags, digests, containers: users.length }) });
+      out.push({ created: createdMs(img) || created * 1000, summary: summarizeImage(store, img, opts.apiVersion, { tags, digests, containers: users.length }) });
     }
     out.sort((a, b) => b.created - a.created);
     return out.map((o) => o.summary);
