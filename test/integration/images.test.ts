@@ -3,6 +3,8 @@
  * distribution registry on 127.0.0.1 seeded with known images (so digests are known).
  */
 import { execFileSync } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { existsSync, mkdtempSync, promises as fs, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -312,6 +314,53 @@ describe('integrity and durability', () => {
     } finally {
       await fresh.close();
       await badReg.stop();
+    }
+  });
+
+  it('stops a pull when the client goes away, leaving nothing behind', async () => {
+    // A registry front that serves blobs a trickle at a time, so the pull is still downloading.
+    let blobClosed!: () => void;
+    let blobOpened!: () => void;
+    const blobGone = new Promise<void>((resolve) => (blobClosed = resolve));
+    const blobStarted = new Promise<void>((resolve) => (blobOpened = resolve));
+    const proxy = http.createServer((req, res) => {
+      const upstream = http.request({ host: '127.0.0.1', port: Number(reg.host.split(':')[1]), path: req.url, method: req.method, headers: req.headers }, (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        // Manifests and the config pass; layer blobs trickle.
+        const isLayer = /\/blobs\/sha256:/.test(req.url ?? '') && !(req.url ?? '').includes(seeds.hello.configDigest);
+        if (!isLayer || req.method !== 'GET') return void up.pipe(res);
+        up.once('data', (chunk: Buffer) => {
+          res.write(chunk.subarray(0, 512));
+          blobOpened();
+        });
+        res.on('close', () => {
+          up.destroy();
+          blobClosed();
+        });
+      });
+      req.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const fresh = await startTestDaemon();
+    try {
+      const host = `127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+      const req = http.request({ socketPath: fresh.socketPath, method: 'POST', path: `/images/create?fromImage=${host}/hello&tag=latest` }, (res) =>
+        res.resume(),
+      );
+      req.on('error', () => undefined);
+      req.end();
+      await blobStarted;
+      req.destroy(); // the client goes away mid-download
+      // The daemon hangs up on the registry: the download was abandoned.
+      await Promise.race([blobGone, new Promise((_, reject) => setTimeout(() => reject(new Error('the download went on')), 20_000))]);
+      await new Promise((r) => setTimeout(r, 200));
+      expect((await fresh.docker(['images', '-q'])).stdout.trim()).toBe('');
+      const store = path.join(fresh.dataRoot, 'image');
+      for (const dir of ['layers', 'ingest', 'images']) expect(entries(path.join(store, dir))).toEqual([]);
+    } finally {
+      await fresh.close();
+      proxy.closeAllConnections();
+      await new Promise((r) => proxy.close(r));
     }
   });
 

@@ -66,6 +66,15 @@ async function streamJson(ctx: RequestContext, work: (sink: LazyJsonStream) => P
   sink.end();
 }
 
+/** Aborts when the client disconnects before the answer is complete (`docker pull` + Ctrl-C). */
+function clientGone(ctx: RequestContext): AbortSignal {
+  const controller = new AbortController();
+  ctx.res?.on('close', () => {
+    if (!ctx.res?.writableFinished) controller.abort();
+  });
+  return controller.signal;
+}
+
 function registryAuth(ctx: RequestContext): AuthConfig {
   const header = ctx.req.headers['x-registry-auth'];
   return decodeRegistryAuthHeader(Array.isArray(header) ? header[0] : header);
@@ -81,7 +90,7 @@ async function createImage(images: ImageService, ctx: RequestContext): Promise<v
   const platform = platformParam(ctx);
   if (fromImage) {
     await streamJson(ctx, (sink) =>
-      images.pull({ fromImage, tag: ctx.query.get('tag') ?? undefined, platform, auth: registryAuth(ctx) }, sink),
+      images.pull({ fromImage, tag: ctx.query.get('tag') ?? undefined, platform, auth: registryAuth(ctx), signal: clientGone(ctx) }, sink),
     );
     return;
   }

@@ -79,8 +79,9 @@ export class Registry {
     return this.insecure;
   }
 
-  repository(path: string, creds: Credentials, actions: Action[]): RegistryRepository {
-    return new RegistryRepository(this, path, creds, actions);
+  /** A repository session; with `signal`, every request it makes is abandoned on abort. */
+  repository(path: string, creds: Credentials, actions: Action[], signal?: AbortSignal): RegistryRepository {
+    return new RegistryRepository(this, path, creds, actions, signal);
   }
 
   /**
@@ -107,6 +108,7 @@ class AuthSession {
     private readonly registry: Registry,
     private readonly creds: Credentials,
     private readonly scope: string | undefined,
+    private readonly signal?: AbortSignal,
   ) {
     if (creds.registryToken) this.authorization = `Bearer ${creds.registryToken}`;
   }
@@ -115,6 +117,7 @@ class AuthSession {
     const attempt = () =>
       httpRequest({
         ...req,
+        signal: req.signal ?? this.signal,
         insecureTls: this.registry.insecureTls,
         headers: { ...req.headers, ...(this.authorization ? { authorization: this.authorization } : {}) },
       });
@@ -221,8 +224,9 @@ export class RegistryRepository {
     readonly path: string,
     creds: Credentials,
     actions: Action[],
+    signal?: AbortSignal,
   ) {
-    this.auth = new AuthSession(registry, creds, `repository:${path}:${actions.join(',')}`);
+    this.auth = new AuthSession(registry, creds, `repository:${path}:${actions.join(',')}`, signal);
     if (!hasCredentials(creds)) log.debug('anonymous registry access', { repo: `${registry.domain}/${path}` });
   }
 

@@ -76,7 +76,11 @@ function once(
     if (Buffer.isBuffer(body)) finalHeaders['content-length'] = body.length;
     const request = (isHttps ? https : http).request(url, { method, headers: finalHeaders, agent, signal }, resolve);
     request.on('error', (err: NodeJS.ErrnoException) =>
-      reject(new TransportError(method, url.toString(), err.code, describeNetError(err, url))),
+      reject(
+        err.name === 'AbortError'
+          ? new PaddockError('internal', 'context canceled')
+          : new TransportError(method, url.toString(), err.code, describeNetError(err, url)),
+      ),
     );
     if (body === undefined) request.end();
     else if (Buffer.isBuffer(body)) request.end(body);

@@ -44,6 +44,7 @@ export interface PullRequest {
   tag?: string;
   platform?: Platform;
   auth: AuthConfig;
+  signal?: AbortSignal;
 }
 
 export interface ImportRequest {
@@ -251,7 +252,7 @@ export class ImageService implements ImageBackend {
     if (ref.path === 'library/scratch' && ref.domain === DEFAULT_DOMAIN) throw new PaddockError('forbidden', "'scratch' is a reserved name");
     await pullImage(
       { store: this.store, events: this.opts.events, insecureRegistries: this.opts.insecureRegistries },
-      { ref, platform: req.platform, credentials: credentialsFrom(req.auth), progress },
+      { ref, platform: req.platform, credentials: credentialsFrom(req.auth), progress, signal: req.signal },
     );
   }
 

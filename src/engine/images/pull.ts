@@ -35,6 +35,8 @@ export interface PullOptions {
   platform?: Platform;
   credentials: Credentials;
   progress: ProgressSink;
+  /** Aborted when the client goes away: downloads stop and nothing is stored (as dockerd). */
+  signal?: AbortSignal;
 }
 
 export interface PullDeps {
@@ -46,7 +48,7 @@ export interface PullDeps {
 export async function pullImage(deps: PullDeps, opts: PullOptions): Promise<void> {
   const { ref } = opts;
   const registry = new Registry(ref.domain, { insecureRegistries: deps.insecureRegistries });
-  const repo = registry.repository(ref.path, opts.credentials, ['pull']);
+  const repo = registry.repository(ref.path, opts.credentials, ['pull'], opts.signal);
   if (isNameOnly(ref)) {
     // `docker pull -a`: every tag of the repository.
     const tags = await repo.listTags().catch((err) => {
@@ -96,7 +98,8 @@ async function pullOne(deps: PullDeps, repo: RegistryRepository, ref: NamedRefer
   const diffIds = config.rootfs.diff_ids;
   const leases = [...diffIds, ...manifest.layers.map((l) => l.digest), manifest.config.digest, ...manifestDigests];
   return store.withLease(leases, async () => {
-    await downloadLayers(store, repo, manifest, diffIds, opts.progress);
+    await downloadLayers(store, repo, manifest, diffIds, opts.progress, opts.signal);
+    throwIfAborted(opts.signal);
     await store.contents.put(top.raw);
     const wasPointing = store.refs.get(ref);
     const image = await store.lock(async () => {
@@ -118,6 +121,7 @@ async function downloadLayers(
   manifest: ImageManifest,
   diffIds: string[],
   sink: ProgressSink,
+  signal?: AbortSignal,
 ): Promise<void> {
   const todo: Array<{ index: number; progress: LayerProgress }> = [];
   const announced = new Set<string>();
@@ -139,7 +143,8 @@ async function downloadLayers(
     while (next < todo.length && !failure) {
       const { index, progress } = todo[next++];
       try {
-        await downloadLayer(store, repo, manifest.layers[index], diffIds[index], progress);
+        throwIfAborted(signal);
+        await downloadLayer(store, repo, manifest.layers[index], diffIds[index], progress, signal);
       } catch (err) {
         failure ??= err;
       }
@@ -155,6 +160,7 @@ async function downloadLayer(
   layer: ImageManifest['layers'][number],
   diffId: string,
   progress: LayerProgress,
+  signal?: AbortSignal,
 ): Promise<void> {
   if (store.layers.get(diffId)) {
     progress.status('Already exists');
@@ -162,6 +168,9 @@ async function downloadLayer(
   }
   if (layer.urls?.length) throw invalid(`foreign layer ${layer.digest} (from ${layer.urls[0]}) is not supported`);
   const { stream, size } = await repo.openBlob(layer.digest);
+  const abort = () => stream.destroy(new PaddockError('internal', 'context canceled'));
+  signal?.addEventListener('abort', abort, { once: true });
+  if (signal?.aborted) abort();
   const total = size ?? layer.size;
   await ingestLayer(store, stream, {
     mediaType: layer.mediaType,
@@ -175,8 +184,12 @@ async function downloadLayer(
       progress.status('Download complete');
       progress.update('Extracting', total, total, true);
     },
-  });
+  }).finally(() => signal?.removeEventListener('abort', abort));
   progress.status('Pull complete');
+}
+
+function throwIfAborted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new PaddockError('internal', 'context canceled');
 }
 
 function parseConfig(raw: Buffer, manifest: ImageManifest): ImageConfigFile {
