@@ -372,6 +372,20 @@ describe('integrity and durability', () => {
     expect(after).toEqual(before);
     const inspect = JSON.parse((await docker(['image', 'inspect', seeds.busybox.ref])).stdout)[0];
     expect(inspect.RepoDigests).toEqual([`${reg.host}/busybox@${seeds.busybox.manifestDigest}`]);
+    // The image removed with force while a container used it is still there for that container.
+    expect((await td.daemon.engine.images.resolve(seeds.hello.configDigest)).id).toBe(seeds.hello.configDigest);
+  });
+
+  it('downloads a layer once when two pulls want it at the same time', async () => {
+    const fresh = await startTestDaemon();
+    try {
+      const [a, b] = await Promise.all([fresh.docker(['pull', seeds.layered.ref]), fresh.docker(['pull', seeds.layered.ref])]);
+      expect([a.code, b.code]).toEqual([0, 0]);
+      expect(entries(path.join(fresh.dataRoot, 'image/layers'))).toHaveLength(seeds.layered.layers);
+      expect(entries(path.join(fresh.dataRoot, 'image/blobs/sha256'))).toHaveLength(seeds.layered.layers + 2); // + config, manifest
+    } finally {
+      await fresh.close();
+    }
   });
 });
 

@@ -86,7 +86,8 @@ export class ImageService implements ImageBackend {
   static async open(opts: ImageServiceOptions): Promise<ImageService> {
     const store = await ImageStore.open(opts.root);
     const service = new ImageService(opts, store);
-    await store.lock(() => store.collectGarbage(service.probe));
+    // Containers are not known yet: collect only what no image, hidden or not, needs.
+    await store.lock(() => store.collectGarbage(undefined));
     return service;
   }
 

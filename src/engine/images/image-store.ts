@@ -30,6 +30,8 @@ export class ImageStore {
   readonly images = new Map<string, LoadedImage>();
   private readonly records: ObjectDirectory<StoredImage>;
   private readonly leases = new Map<string, number>();
+  /** Layers being downloaded, by diff ID: a second pull of the same layer waits for the first. */
+  readonly layersInFlight = new Map<string, Promise<unknown>>();
   private queue: Promise<unknown> = Promise.resolve();
   /** An empty directory: the rootfs of an image without layers. */
   readonly emptyLayerDir: string;
@@ -212,9 +214,10 @@ export class ImageStore {
    * included) and no operation in flight needs are deleted. Returns the removed layers' diff IDs.
    * Call under the lock.
    */
-  async collectGarbage(probe: UsageProbe): Promise<string[]> {
+  async collectGarbage(probe: UsageProbe | undefined): Promise<string[]> {
+    // Without a probe (at start, before containers are known) hidden images are kept.
     for (const img of [...this.images.values()]) {
-      if (img.stored.deleted && (await probe(img.stored.id)).length === 0) await this.removeImageRecord(img.stored.id);
+      if (probe && img.stored.deleted && (await probe(img.stored.id)).length === 0) await this.removeImageRecord(img.stored.id);
     }
     const liveLayers = new Set<string>(this.leases.keys());
     const liveBlobs = new Set<string>(this.leases.keys());

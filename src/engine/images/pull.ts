@@ -166,6 +166,33 @@ async function downloadLayer(
     progress.status('Already exists');
     return;
   }
+  const inFlight = store.layersInFlight.get(diffId);
+  if (inFlight) {
+    // Another pull is fetching this very layer: wait for it rather than download it twice.
+    await inFlight.catch(() => undefined);
+    if (store.layers.get(diffId)) {
+      progress.status('Download complete');
+      progress.status('Pull complete');
+      return;
+    }
+  }
+  const download = fetchLayer(store, repo, layer, diffId, progress, signal);
+  store.layersInFlight.set(diffId, download);
+  try {
+    await download;
+  } finally {
+    if (store.layersInFlight.get(diffId) === download) store.layersInFlight.delete(diffId);
+  }
+}
+
+async function fetchLayer(
+  store: ImageStore,
+  repo: RegistryRepository,
+  layer: ImageManifest['layers'][number],
+  diffId: string,
+  progress: LayerProgress,
+  signal?: AbortSignal,
+): Promise<void> {
   if (layer.urls?.length) throw invalid(`foreign layer ${layer.digest} (from ${layer.urls[0]}) is not supported`);
   const { stream, size } = await repo.openBlob(layer.digest);
   const abort = () => stream.destroy(new PaddockError('internal', 'context canceled'));
