@@ -7,6 +7,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { credentialsFrom, decodeRegistryAuthHeader, parseAuthChallenges } from '../../src/drivers/registry/auth';
 import { Registry } from '../../src/drivers/registry/client';
+import { isInsecureRegistry } from '../../src/drivers/registry/http';
 
 describe('parseAuthChallenges', () => {
   it('parses a Bearer challenge with quoted, comma-holding values', () => {
@@ -135,5 +136,35 @@ describe('bearer token flow', () => {
   it('refuses a blob whose bytes do not match its digest', async () => {
     const repo = new Registry(host, { insecureRegistries: [] }).repository('team/app', { username: 'alice', password: 'pw' }, ['pull']);
     await expect(repo.getBlob('sha256:' + 'e'.repeat(64))).rejects.toThrow(/failed digest verification/);
+  });
+});
+
+describe('registry endpoints', () => {
+  it('allows plain HTTP only for loopback and registries listed as insecure', () => {
+    expect(isInsecureRegistry('127.0.0.1:5000', [])).toBe(true);
+    expect(isInsecureRegistry('127.8.9.1', [])).toBe(true);
+    expect(isInsecureRegistry('localhost:5000', [])).toBe(true);
+    expect(isInsecureRegistry('[::1]:5000', [])).toBe(true);
+    expect(isInsecureRegistry('registry.example.com', [])).toBe(false);
+    expect(isInsecureRegistry('registry.example.com:5000', ['registry.example.com:5000'])).toBe(true);
+    expect(isInsecureRegistry('10.1.2.3:5000', ['10.0.0.0/8'])).toBe(true);
+    expect(isInsecureRegistry('11.1.2.3:5000', ['10.0.0.0/8'])).toBe(false);
+  });
+
+  it('talks HTTPS to Docker Hub and to registries not listed as insecure', async () => {
+    expect(await new Registry('docker.io', { insecureRegistries: [] }).baseUrl()).toBe('https://registry-1.docker.io');
+    expect(await new Registry('registry.example.com', { insecureRegistries: [] }).baseUrl()).toBe('https://registry.example.com');
+  });
+
+  it('falls back to plain HTTP when an insecure registry does not speak TLS', async () => {
+    const server = http.createServer((_req, res) => res.end('{}'));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+      expect(await new Registry(host, { insecureRegistries: [] }).baseUrl()).toBe(`http://${host}`);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
   });
 });
