@@ -44,6 +44,11 @@ describe('image store', () => {
     expect(removed).toEqual(expect.arrayContaining([{ Untagged: 'two:v2' }, { Deleted: a }]));
     expect(layerDirs()).toHaveLength(1);
     expect((await images.resolve('three:v3')).id).toBe(other);
+    // Containers get short lower-dir paths (overlayfs takes all of them in one 4 KiB option).
+    const [dir] = (await images.resolve('three:v3')).layerDirs;
+    expect(dir).toMatch(new RegExp(`^${root}/l/[a-f0-9]{12}$`));
+    expect(await fs.realpath(dir)).toMatch(new RegExp(`^${root}/layers/[a-f0-9]{64}/diff$`));
+    expect(readdirSync(path.join(root, 'l'))).toEqual([path.basename(dir)]);
     // Only the remaining image's config, its layer blob and nothing else stays in the content store.
     expect(readdirSync(path.join(root, 'blobs/sha256'))).toHaveLength(2);
   });

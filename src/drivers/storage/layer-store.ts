@@ -47,29 +47,64 @@ const hexOf = (diffId: string) => {
   return m[1];
 };
 
+/** Length of the short link names: 12 hex digits, as short IDs are. */
+const LINK_LENGTH = 12;
+
 export class LayerStore {
   private readonly records: ObjectDirectory<LayerRecord>;
   private readonly cache = new Map<string, LayerRecord>();
+  /**
+   * Short symlinks to the diff dirs (`<root>/../l/<12 hex>`): overlayfs takes all lower dirs in
+   * one mount option of at most a page (4 KiB), so short paths mean more layers per image
+   * (about 100 instead of 40 with full paths). A layer whose short name is taken uses its
+   * full path.
+   */
+  private readonly linkRoot: string;
+  private readonly linked = new Set<string>();
 
   private constructor(readonly root: string) {
     this.records = new ObjectDirectory<LayerRecord>(root, 'layer.json');
+    this.linkRoot = path.join(path.dirname(root), 'l');
   }
 
   static async open(root: string): Promise<LayerStore> {
     await fs.mkdir(root, { recursive: true, mode: 0o700 });
     const store = new LayerStore(root);
+    await fs.mkdir(store.linkRoot, { recursive: true, mode: 0o700 });
     await store.records.sweep();
     for (const hex of await store.records.ids()) {
       const rec = await store.records.read(hex);
       if (rec) store.cache.set(rec.diffId, rec);
       else await fs.rm(path.join(root, hex), { recursive: true, force: true }); // a dir without its record
     }
+    for (const name of await fs.readdir(store.linkRoot)) {
+      const target = await fs.readlink(path.join(store.linkRoot, name)).catch(() => '');
+      const hex = /layers\/([a-f0-9]{64})\/diff$/.exec(target)?.[1];
+      if (hex && store.cache.has(`sha256:${hex}`) && name === hex.slice(0, LINK_LENGTH)) store.linked.add(`sha256:${hex}`);
+      else await fs.rm(path.join(store.linkRoot, name), { force: true });
+    }
+    for (const diffId of store.cache.keys()) if (!store.linked.has(diffId)) await store.link(diffId);
     return store;
   }
 
-  /** The unpacked tree of a layer: what goes into overlayfs' lowerdir. */
+  /** The unpacked tree of a layer, at its full path. */
   diffDir(diffId: string): string {
     return path.join(this.root, hexOf(diffId), 'diff');
+  }
+
+  /** The same tree by its shortest name: what goes into overlayfs' lowerdir. */
+  mountDir(diffId: string): string {
+    return this.linked.has(diffId) ? path.join(this.linkRoot, hexOf(diffId).slice(0, LINK_LENGTH)) : this.diffDir(diffId);
+  }
+
+  private async link(diffId: string): Promise<void> {
+    const hex = hexOf(diffId);
+    try {
+      await fs.symlink(`../${path.basename(this.root)}/${hex}/diff`, path.join(this.linkRoot, hex.slice(0, LINK_LENGTH)));
+      this.linked.add(diffId);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
   }
 
   get(diffId: string): LayerRecord | undefined {
@@ -97,6 +132,7 @@ export class LayerStore {
         await fs.rename(tmp, path.join(this.root, hexOf(record.diffId)));
         await fsyncDir(this.root);
         this.cache.set(record.diffId, record);
+        await this.link(record.diffId);
         return record;
       },
       abort: () => fs.rm(tmp, { recursive: true, force: true }),
@@ -113,6 +149,7 @@ export class LayerStore {
   }
 
   async remove(diffId: string): Promise<void> {
+    if (this.linked.delete(diffId)) await fs.rm(path.join(this.linkRoot, hexOf(diffId).slice(0, LINK_LENGTH)), { force: true });
     this.cache.delete(diffId);
     await this.records.remove(hexOf(diffId));
   }

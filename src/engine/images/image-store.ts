@@ -141,8 +141,15 @@ export class ImageStore {
     return hits.length === 1 ? hits[0] : undefined;
   }
 
-  /** Layer directories of an image, top-most first. */
+  /** Layer directories of an image as overlayfs lower dirs (short paths), top-most first. */
   layerDirs(config: ImageConfigFile): string[] {
+    const ids = config.rootfs?.diff_ids ?? [];
+    if (ids.length === 0) return [this.emptyLayerDir];
+    return [...ids].reverse().map((d) => this.layers.mountDir(d));
+  }
+
+  /** The same directories at their full paths (for inspect's GraphDriver). */
+  layerDiffDirs(config: ImageConfigFile): string[] {
     const ids = config.rootfs?.diff_ids ?? [];
     if (ids.length === 0) return [this.emptyLayerDir];
     return [...ids].reverse().map((d) => this.layers.diffDir(d));

@@ -54,7 +54,7 @@ export function inspectConfig(config: ImageRuntimeConfig | undefined, apiVersion
 export function inspectImage(store: ImageStore, img: LoadedImage, apiVersion: string): Record<string, unknown> {
   const { config, stored } = img;
   const size = store.imageSize(config);
-  const dirs = store.layerDirs(config);
+  const dirs = store.layerDiffDirs(config);
   const out: Record<string, unknown> = {
     Id: stored.id,
     RepoTags: repoTags(store, stored.id),
