@@ -179,6 +179,9 @@ describe('save, load, push', () => {
     const pulled = await docker(['pull', target]);
     expect(pulled.stdout).toContain(`Digest: ${digest}`);
     expect(JSON.parse((await docker(['image', 'inspect', target])).stdout)[0].Id).toBe(seeds.layered.configDigest);
+    const allTags = await docker(['pull', '--all-tags', `${reg.host}/pushed/layered`]);
+    expect(allTags.stdout).toContain('v1: Pulling from pushed/layered');
+    expect(allTags.stdout).toContain(`Status: Image is up to date for ${reg.host}/pushed/layered`);
   });
 });
 
