@@ -94,6 +94,15 @@ describe('image store', () => {
     expect((await reopened.resolve('survivor:1')).id).toBe(id);
   });
 
+  it('refuses tags dockerd refuses, with its words', async () => {
+    const images = await open();
+    await importTar(images, 'src:1', { f: 'w' });
+    await expect(images.tag('src:1', 'sha256', null)).rejects.toThrow('refusing to create an ambiguous tag using digest algorithm as name');
+    await expect(images.tag('src:1', 'x', 'bad tag')).rejects.toThrow('invalid tag format');
+    await expect(images.tag('src:1', null, null)).rejects.toThrow('invalid reference format');
+    await expect(images.tag('nope:1', 'x', null)).rejects.toThrow('No such image: nope:1');
+  });
+
   it('publishes image events in dockerd shape', async () => {
     const images = await open();
     const seen: string[] = [];

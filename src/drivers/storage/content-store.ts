@@ -4,7 +4,7 @@
  * renamed into place when the digest is the one expected, so a present blob is always whole
  * and right; a killed write leaves a temp file that the next open sweeps away.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -88,7 +88,6 @@ export class ContentStore {
 
   /** Stores a small blob whole; returns its digest. */
   async put(data: Buffer): Promise<string> {
-    const { createHash } = await import('node:crypto');
     const digest = 'sha256:' + createHash('sha256').update(data).digest('hex');
     if (!(await this.has(digest))) await writeFileAtomic(this.pathOf(digest), data, 0o600);
     return digest;

@@ -5,7 +5,7 @@
  * the older `<id>/layer.tar` form (symlinked layers included), and plain OCI layouts; every
  * layer is checked against the diff ID its config promises.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants, createReadStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -112,7 +112,7 @@ export function saveImages(store: ImageStore, selection: SaveSelection[], events
           layers: layerDescriptors,
         }),
       );
-      const manifestDigest = 'sha256:' + (await import('node:crypto')).createHash('sha256').update(manifest).digest('hex');
+      const manifestDigest = 'sha256:' + createHash('sha256').update(manifest).digest('hex');
       if (!written.has(manifestDigest)) {
         await entry(`blobs/sha256/${hex(manifestDigest)}`, manifest);
         written.add(manifestDigest);
@@ -288,8 +288,9 @@ async function extractArchive(store: ImageStore, input: Readable): Promise<Extra
         continue;
       }
       if (h.type === 'symlink' || h.type === 'link') {
-        const target = h.type === 'symlink' ? path.posix.join(path.posix.dirname(rel), h.linkname) : h.linkname;
-        links.set(rel, layerRelativePath(target.startsWith('/') ? target : target));
+        // Symlinks resolve against their directory, hard links and absolute targets against the archive root.
+        const relative = h.type === 'symlink' && !h.linkname.startsWith('/');
+        links.set(rel, layerRelativePath(relative ? path.posix.join(path.posix.dirname(rel), h.linkname) : h.linkname));
         member.resume();
         continue;
       }

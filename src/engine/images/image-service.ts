@@ -5,9 +5,10 @@
 import type { Readable } from 'node:stream';
 import { credentialsFrom, type AuthConfig } from '../../drivers/registry/auth';
 import { Registry } from '../../drivers/registry/client';
-import { hostPlatform, isListMediaType, parseManifest, type Platform } from '../../drivers/registry/manifest';
+import { hostPlatform, parseManifest, type Platform } from '../../drivers/registry/manifest';
 import {
   DEFAULT_DOMAIN,
+  familiarName,
   familiarString,
   parseDigest,
   parseNormalizedNamed,
@@ -190,12 +191,7 @@ export class ImageService implements ImageBackend {
     if (!repo) throw invalid('invalid reference format');
     const named = parseNormalizedNamed(repo);
     if (named.digest) throw invalid('cannot import digest reference');
-    if (named.path === 'library/sha256' || named.path.endsWith('/sha256')) {
-      // ParseNormalizedNamed("sha256") → familiar name "sha256": ambiguous with digests.
-      if (familiarString({ ...named, tag: undefined }) === 'sha256') {
-        throw invalid('refusing to create an ambiguous tag using digest algorithm as name');
-      }
-    }
+    if (familiarName(named) === 'sha256') throw invalid('refusing to create an ambiguous tag using digest algorithm as name');
     const ref = tag ? withTag(named, tag) : withDefaultTag(named);
     const img = this.store.lookup(source);
     await this.store.lock(async () => {
@@ -291,7 +287,7 @@ export class ImageService implements ImageBackend {
       ];
     }
     return {
-      Descriptor: { mediaType: isListMediaType(mediaType) || mediaType ? mediaType : '', digest: top.digest, size: top.raw.length },
+      Descriptor: { mediaType, digest: top.digest, size: top.raw.length },
       Platforms: platforms,
     };
   }
