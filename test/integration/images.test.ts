@@ -163,6 +163,15 @@ describe('save, load, push', () => {
       expect(loaded.code).toBe(0);
       expect(loaded.stdout).toContain(`Loaded image: ${seeds.layered.ref}`);
       expect(JSON.parse((await docker(['image', 'inspect', seeds.layered.ref])).stdout)[0].Id).toBe(seeds.layered.configDigest);
+
+      // A plain OCI layout (no manifest.json) loads too, named by its index annotations.
+      const layout = path.join(dir, 'layout');
+      await fs.mkdir(layout);
+      execFileSync('tar', ['-xf', tarPath, '-C', layout]);
+      execFileSync('tar', ['-cf', path.join(dir, 'oci.tar'), '-C', layout, 'blobs', 'index.json', 'oci-layout']);
+      await docker(['rmi', seeds.layered.ref]);
+      const oci = await docker(['load', '-i', path.join(dir, 'oci.tar')]);
+      expect(oci.stdout).toContain(`Loaded image: ${seeds.layered.ref}`);
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }

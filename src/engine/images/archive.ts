@@ -6,7 +6,7 @@
  * layer is checked against the diff ID its config promises.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { constants, createReadStream, promises as fs } from 'node:fs';
+import { constants, createReadStream, existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
@@ -316,12 +316,15 @@ async function extractArchive(store: ImageStore, input: Readable): Promise<Extra
   return { dir, links };
 }
 
+/** The extracted file an archive member names (following the archive's own links), if any. */
 function resolveMember(archive: ExtractedArchive, name: string): string | undefined {
   let rel = layerRelativePath(name);
   for (let hops = 0; hops < 40; hops++) {
-    const direct = path.join(archive.dir, rel);
     const link = archive.links.get(rel);
-    if (!link) return direct;
+    if (!link) {
+      const direct = path.join(archive.dir, rel);
+      return existsSync(direct) ? direct : undefined;
+    }
     rel = link;
   }
   return undefined;
