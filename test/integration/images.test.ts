@@ -250,6 +250,21 @@ describe('import, prune, filters, API versions', () => {
     expect(pruned.stdout).toContain(`deleted: ${first}`);
     expect((await td.request('GET', `/images/${first}/json`)).status).toBe(404);
     expect((await td.request('GET', '/images/prunable:v1/json')).status).toBe(200);
+
+    // -a: every image no container uses, tagged or not (on a daemon of its own).
+    const fresh = await startTestDaemon();
+    try {
+      const kept = (await fresh.docker(['import', empty('three'), 'in-use:v1'])).stdout.trim();
+      const gone = (await fresh.docker(['import', empty('four'), 'unused:v1'])).stdout.trim();
+      fresh.daemon.engine.images.setUsageProbe(async (id) => (id === kept ? [{ id: 'd'.repeat(64), running: true }] : []));
+      const all = await fresh.docker(['image', 'prune', '-a', '-f']);
+      expect(all.stdout).toContain('untagged: unused:v1');
+      expect(all.stdout).toContain(`deleted: ${gone}`);
+      expect(all.stdout).not.toContain(kept);
+      expect((await fresh.docker(['images', '--format', '{{.Repository}}:{{.Tag}}'])).stdout.trim()).toBe('in-use:v1');
+    } finally {
+      await fresh.close();
+    }
   });
 
   it('filters the list by label, reference and before/since', async () => {
