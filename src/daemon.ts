@@ -96,8 +96,10 @@ export async function startDaemon(config: DaemonConfig): Promise<RunningDaemon> 
     router,
     servers,
     close: async () => {
-      await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+      const closed = Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
+      // close() alone would wait for keep-alive and streaming clients (events, logs -f).
       for (const s of servers) s.closeAllConnections();
+      await closed;
       await engine.containers.shutdown();
     },
   };

@@ -18,7 +18,19 @@ const VERSION_PREFIX = /^\/v(\d+\.\d+)(\/.*)$/;
 export function createApiServer(router: Router): http.Server {
   const server = http.createServer({ keepAliveTimeout: 120_000, requestTimeout: 0 });
   server.on('request', (req: IncomingMessage, res: ServerResponse) => void dispatch(router, req, res));
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void dispatch(router, req, undefined, socket, head));
+  // Upgraded (hijacked) connections leave the server's bookkeeping: track them so that
+  // closeAllConnections() at shutdown ends attach and exec sessions too.
+  const upgraded = new Set<Duplex>();
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    upgraded.add(socket);
+    socket.on('close', () => upgraded.delete(socket));
+    void dispatch(router, req, undefined, socket, head);
+  });
+  const closeTracked = server.closeAllConnections.bind(server);
+  server.closeAllConnections = () => {
+    closeTracked();
+    for (const s of upgraded) s.destroy();
+  };
   server.on('clientError', (_err, socket) => {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
   });

@@ -56,8 +56,9 @@ export async function startContainerHarness(): Promise<ContainerHarness> {
   };
   await serve();
   const stopServer = async () => {
-    await new Promise((resolve) => server.close(resolve));
-    server.closeAllConnections();
+    const closed = new Promise((resolve) => server.close(resolve));
+    server.closeAllConnections(); // close() alone waits for idle keep-alive and streaming clients
+    await closed;
   };
   const dockerHost = `unix://${socketPath}`;
   return {

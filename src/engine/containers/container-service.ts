@@ -239,6 +239,9 @@ export class ContainerService {
       await this.unmountRootfs(record.Id);
       this.records.delete(record.Id);
       await this.store.remove(record.Id);
+      // Clients attached to a container that never ran (a failed --rm start) are done too.
+      for (const a of this.attachments.get(record.Id) ?? []) a.done();
+      this.attachments.delete(record.Id);
       this.publish(record, 'destroy');
       this.lifecycle.emit(`removed:${record.Id}`);
     });

@@ -1,0 +1,293 @@
+/**
+ * The container API driven by the real docker CLI (28.x and Debian's 20.10), over VM containers.
+ * Images come from a fake store here (busybox from rootfs-builder), so that these tests exercise
+ * containers alone; pulls are covered by the image tests.
+ */
+import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DOCKER_CLI_DEBIAN } from '../helpers/daemon';
+import { startContainerHarness, type ContainerHarness } from '../helpers/container-harness';
+import { removeBusyboxRootfs, testGuestImage, waitUntil } from '../helpers/guest';
+
+jest.setTimeout(180_000);
+
+let h: ContainerHarness;
+
+beforeAll(async () => {
+  h = await startContainerHarness();
+});
+
+afterAll(async () => {
+  await h?.close();
+  await removeBusyboxRootfs();
+});
+
+/** Runs the docker CLI under a pseudo-terminal of the given size, typing `input` after `delayMs`. */
+function dockerInPty(args: string[], input: string, opts: { rows: number; cols: number; delayMs: number }): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const cmd = `stty rows ${opts.rows} cols ${opts.cols}; exec docker ${args.map((a) => `'${a}'`).join(' ')}`;
+    const p = spawn('script', ['-qec', cmd, '/dev/null'], { env: { ...process.env, DOCKER_HOST: h.dockerHost, DOCKER_CLI_HINTS: 'false' } });
+    let out = '';
+    p.stdout.on('data', (c) => (out += c));
+    p.stderr.on('data', (c) => (out += c));
+    setTimeout(() => p.stdin.write(input), opts.delayMs);
+    const kill = setTimeout(() => p.kill('SIGKILL'), 60_000);
+    p.on('close', (code) => {
+      clearTimeout(kill);
+      resolve({ code: code ?? -1, out });
+    });
+  });
+}
+
+describe('docker run', () => {
+  test('--rm echo prints and exits 0', async () => {
+    const r = await h.docker(['run', '--rm', 'busybox', 'echo', 'hello']);
+    expect(r).toMatchObject({ code: 0, stdout: 'hello\n' });
+    expect((await h.docker(['ps', '-aq'])).stdout).toBe('');
+  });
+
+  test('exit codes propagate', async () => {
+    expect((await h.docker(['run', '--rm', 'busybox', 'sh', '-c', 'exit 3'])).code).toBe(3);
+  });
+
+  test('stdin is piped with -i', async () => {
+    const r = await h.docker(['run', '-i', '--rm', 'busybox', 'cat'], { input: 'hi there\n' });
+    expect(r).toMatchObject({ code: 0, stdout: 'hi there\n' });
+  });
+
+  test('stdout and stderr stay separate', async () => {
+    const r = await h.docker(['run', '--rm', 'busybox', 'sh', '-c', 'echo out; echo err >&2']);
+    expect(r.stdout).toBe('out\n');
+    expect(r.stderr).toBe('err\n');
+  });
+
+  test('the container runs on the guest kernel', async () => {
+    const r = await h.docker(['run', '--rm', 'busybox', 'cat', '/proc/version']);
+    const guest = await testGuestImage();
+    expect(r.stdout).toContain(`Linux version ${guest.kernelRelease}`);
+    expect(r.stdout).not.toContain(os.release());
+  });
+
+  test('an unknown command exits 127 with dockerd\'s message', async () => {
+    const r = await h.docker(['run', '--rm', 'busybox', 'no-such-command']);
+    expect(r.code).toBe(127);
+    expect(r.stderr).toContain('executable file not found in $PATH');
+  });
+
+  test('-it gives a terminal with the client\'s size; typed input runs; exit code returns', async () => {
+    const r = await dockerInPty(['run', '-it', '--rm', 'busybox', 'sh'], 'echo in-$((40+2)); stty size; exit 5\r', {
+      rows: 33,
+      cols: 77,
+      delayMs: 2500,
+    });
+    expect(r.out).toContain('in-42');
+    expect(r.out).toContain('33 77');
+    expect(r.code).toBe(5);
+  });
+
+  test('the Debian 20.10 CLI works too', async () => {
+    const r = await h.docker(['run', '--rm', 'busybox', 'echo', 'from-20.10'], { cli: DOCKER_CLI_DEBIAN });
+    expect(r).toMatchObject({ code: 0, stdout: 'from-20.10\n' });
+  });
+});
+
+describe('a detached container', () => {
+  const name = 'detached-1';
+
+  beforeAll(async () => {
+    const r = await h.docker(['run', '-d', '--name', name, '--label', 'team=paddock', 'busybox', 'sh', '-c', 'i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done']);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  test('ps lists it as Up', async () => {
+    const r = await h.docker(['ps', '--format', '{{.Names}}|{{.Status}}|{{.Image}}|{{.Labels}}']);
+    expect(r.stdout).toMatch(new RegExp(`^${name}\\|Up .*\\|busybox\\|team=paddock$`, 'm'));
+  });
+
+  test('logs and logs -f show its output', async () => {
+    expect(await waitUntil(async () => (await h.docker(['logs', name])).stdout.includes('tick 1'), 10_000)).toBe(true);
+    const follow = await h.docker(['logs', '-f', '--tail', '1', name], { timeoutMs: 3500 });
+    // Killed by the timeout while following: it must have streamed new lines meanwhile.
+    expect(follow.stdout.trim().split('\n').length).toBeGreaterThanOrEqual(2);
+  });
+
+  test('exec runs a second process, with its exit code', async () => {
+    const r = await h.docker(['exec', name, 'sh', '-c', 'echo $HOSTNAME; exit 6']);
+    expect(r.code).toBe(6);
+    expect(r.stdout.trim()).toMatch(/^[0-9a-f]{12}$/);
+    const piped = await h.docker(['exec', '-i', name, 'cat'], { input: 'through exec\n' });
+    expect(piped.stdout).toBe('through exec\n');
+  });
+
+  test('exec -it gives a terminal', async () => {
+    const r = await dockerInPty(['exec', '-it', name, 'sh'], 'tty; exit 4\r', { rows: 20, cols: 60, delayMs: 1500 });
+    expect(r.out).toMatch(/\/dev\/pts\/\d+/);
+    expect(r.code).toBe(4);
+  });
+
+  test('top lists the main process; stats reports memory', async () => {
+    const top = await h.docker(['top', name]);
+    expect(top.stdout).toContain('while true');
+    const stats = await h.docker(['stats', '--no-stream', '--format', '{{.Name}} {{.MemUsage}}', name]);
+    expect(stats.stdout).toMatch(new RegExp(`^${name} [\\d.]+[KMG]iB / [\\d.]+[KMG]iB`));
+  });
+
+  test('docker cp copies in and out', async () => {
+    const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'paddock-cp-'));
+    await fs.writeFile(path.join(tmp, 'in.txt'), 'copied in\n');
+    expect((await h.docker(['cp', path.join(tmp, 'in.txt'), `${name}:/tmp/`])).code).toBe(0);
+    expect((await h.docker(['exec', name, 'cat', '/tmp/in.txt'])).stdout).toBe('copied in\n');
+    await h.docker(['exec', name, 'sh', '-c', 'echo made inside > /tmp/out.txt']);
+    expect((await h.docker(['cp', `${name}:/tmp/out.txt`, path.join(tmp, 'out.txt')])).code).toBe(0);
+    expect(await fs.readFile(path.join(tmp, 'out.txt'), 'utf8')).toBe('made inside\n');
+    const diff = await h.docker(['diff', name]);
+    expect(diff.stdout).toContain('A /tmp/in.txt');
+    expect(diff.stdout).not.toContain('/etc/hosts');
+    await fs.rm(tmp, { recursive: true, force: true });
+  });
+
+  test('pause and unpause freeze the VM', async () => {
+    expect((await h.docker(['pause', name])).code).toBe(0);
+    expect((await h.docker(['ps', '--format', '{{.Status}}', '-f', `name=${name}`])).stdout).toContain('(Paused)');
+    expect((await h.docker(['exec', name, 'true'])).stderr).toContain('is paused');
+    expect((await h.docker(['unpause', name])).code).toBe(0);
+    expect((await h.docker(['exec', name, 'true'])).code).toBe(0);
+  });
+
+  test('stop, start, restart', async () => {
+    expect((await h.docker(['stop', '-t', '2', name])).code).toBe(0);
+    const inspect = JSON.parse((await h.docker(['inspect', name])).stdout)[0];
+    expect(inspect.State.Running).toBe(false);
+    expect([137, 143]).toContain(inspect.State.ExitCode);
+    expect((await h.docker(['start', name])).code).toBe(0);
+    expect((await h.docker(['restart', '-t', '1', name])).code).toBe(0);
+    expect(JSON.parse((await h.docker(['inspect', name])).stdout)[0].State.Running).toBe(true);
+  });
+
+  test('rm -f removes it while running', async () => {
+    expect((await h.docker(['rm', '-f', name])).code).toBe(0);
+    expect((await h.docker(['ps', '-aq'])).stdout).toBe('');
+  });
+});
+
+test('docker wait returns the exit code', async () => {
+  await h.docker(['run', '-d', '--name', 'waiter', 'busybox', 'sh', '-c', 'sleep 1; exit 9']);
+  const r = await h.docker(['wait', 'waiter']);
+  expect(r.stdout.trim()).toBe('9');
+  await h.docker(['rm', 'waiter']);
+});
+
+test('inspect has the shapes dockerd uses', async () => {
+  await h.docker(['create', '--name', 'shape', '-e', 'FOO=bar', '-w', '/tmp', 'busybox', 'echo', 'x']);
+  const c = JSON.parse((await h.docker(['inspect', 'shape'])).stdout)[0];
+  expect(c.Id).toMatch(/^[0-9a-f]{64}$/);
+  expect(c.Name).toBe('/shape');
+  expect(c.Created).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
+  expect(c.State).toMatchObject({ Status: 'created', Running: false, ExitCode: 0, StartedAt: '0001-01-01T00:00:00Z' });
+  expect(c.Path).toBe('echo');
+  expect(c.Args).toEqual(['x']);
+  expect(c.Config).toMatchObject({ Image: 'busybox', WorkingDir: '/tmp', Cmd: ['echo', 'x'] });
+  expect(c.Config.Env).toEqual(expect.arrayContaining(['FOO=bar', expect.stringMatching(/^PATH=/)]));
+  expect(c.Image).toMatch(/^sha256:[0-9a-f]{64}$/);
+  expect(c.HostConfig.RestartPolicy).toEqual({ Name: 'no', MaximumRetryCount: 0 });
+  await h.docker(['rm', 'shape']);
+});
+
+describe('bad input gets dockerd\'s answers and the daemon stays up', () => {
+  test('malformed JSON → 400', async () => {
+    const r = await h.request('POST', '/v1.44/containers/create', '{"Image": "busybox", ');
+    expect(r.status).toBe(400);
+    expect(r.json().message).toMatch(/invalid JSON/i);
+  });
+
+  test('a field of the wrong type → 400', async () => {
+    const r = await h.request('POST', '/v1.44/containers/create', { Image: 'busybox', Cmd: 42 });
+    expect(r.status).toBe(400);
+    expect(r.json().message).toContain('cannot unmarshal number');
+  });
+
+  test('a missing image → 404 No such image', async () => {
+    const r = await h.request('POST', '/v1.44/containers/create', { Image: 'nope:latest' });
+    expect(r.status).toBe(404);
+    expect(r.json()).toEqual({ message: 'No such image: nope:latest' });
+  });
+
+  test('a duplicate name → 409', async () => {
+    await h.docker(['create', '--name', 'dup', 'busybox', 'true']);
+    const r = await h.request('POST', '/v1.44/containers/create?name=dup', { Image: 'busybox' });
+    expect(r.status).toBe(409);
+    expect(r.json().message).toMatch(/The container name "\/dup" is already in use/);
+    await h.docker(['rm', 'dup']);
+  });
+
+  test('starting a running container → 304; a missing one → 404', async () => {
+    await h.docker(['run', '-d', '--name', 'twice', 'busybox', 'sleep', '60']);
+    expect((await h.request('POST', '/v1.44/containers/twice/start')).status).toBe(304);
+    for (const [method, url] of [
+      ['POST', '/containers/ghost/start'],
+      ['POST', '/containers/ghost/stop'],
+      ['GET', '/containers/ghost/json'],
+      ['DELETE', '/containers/ghost'],
+      ['POST', '/containers/ghost/kill'],
+    ]) {
+      const r = await h.request(method, url);
+      expect(r.status).toBe(404);
+      expect(r.json()).toEqual({ message: 'No such container: ghost' });
+    }
+    expect((await h.request('DELETE', '/containers/twice')).status).toBe(409);
+    await h.docker(['rm', '-f', 'twice']);
+  });
+
+  test('unknown API paths → 404 page not found; versions outside our range → 400', async () => {
+    expect((await h.request('GET', '/v1.44/nope')).json()).toEqual({ message: 'page not found' });
+    const tooNew = await h.request('GET', '/v9.99/version');
+    expect(tooNew.status).toBe(400);
+    expect(tooNew.json().message).toMatch(/client version 9.99 is too new/);
+    expect((await h.request('GET', '/_ping')).body).toBe('OK');
+  });
+});
+
+describe('restart policies and daemon restarts', () => {
+  test('on-failure:2 restarts a failing container twice', async () => {
+    await h.docker(['run', '-d', '--name', 'flaky', '--restart', 'on-failure:2', 'busybox', 'sh', '-c', 'exit 1']);
+    const settled = await waitUntil(async () => {
+      const c = JSON.parse((await h.docker(['inspect', 'flaky'])).stdout)[0];
+      return c.RestartCount === 2 && !c.State.Running && !c.State.Restarting;
+    }, 60_000);
+    expect(settled).toBe(true);
+    await h.docker(['rm', '-f', 'flaky']);
+  });
+
+  test('state survives a daemon restart; always-containers come back running', async () => {
+    await h.docker(['create', '--name', 'kept', '-e', 'A=1', 'busybox', 'echo', 'kept']);
+    await h.docker(['run', '-d', '--name', 'always', '--restart', 'always', 'busybox', 'sleep', '300']);
+    await h.docker(['run', '-d', '--name', 'plain', 'busybox', 'sleep', '300']);
+    await h.restartService();
+    const kept = JSON.parse((await h.docker(['inspect', 'kept'])).stdout)[0];
+    expect(kept.Config.Env).toContain('A=1');
+    expect(kept.State.Status).toBe('created');
+    // A clean daemon shutdown stops containers with their stop signal (SIGTERM), as dockerd does.
+    const plain = JSON.parse((await h.docker(['inspect', 'plain'])).stdout)[0];
+    expect(plain.State).toMatchObject({ Running: false, Status: 'exited', ExitCode: 143 });
+    expect(
+      await waitUntil(async () => JSON.parse((await h.docker(['inspect', 'always'])).stdout)[0].State.Running === true, 30_000),
+    ).toBe(true);
+    for (const n of ['kept', 'always', 'plain']) await h.docker(['rm', '-f', n]);
+  });
+});
+
+test('events carry the container\'s name, image and labels', async () => {
+  const since = Math.floor(Date.now() / 1000) - 1;
+  await h.docker(['run', '--rm', '--name', 'evented', '--label', 'com.example=yes', 'busybox', 'true']);
+  const until = Math.floor(Date.now() / 1000) + 1;
+  const r = await h.docker(['events', '--since', String(since), '--until', String(until), '--format', '{{json .}}', '--filter', 'container=evented']);
+  const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const actions = events.map((e) => e.Action);
+  expect(actions).toEqual(expect.arrayContaining(['create', 'attach', 'start', 'die', 'destroy']));
+  const start = events.find((e) => e.Action === 'start');
+  expect(start.Type).toBe('container');
+  expect(start.Actor.Attributes).toMatchObject({ name: 'evented', image: 'busybox', 'com.example': 'yes' });
+});
