@@ -379,7 +379,9 @@ describe('integrity and durability', () => {
       await blobStarted;
       req.destroy(); // the client goes away mid-download
       // The daemon hangs up on the registry: the download was abandoned.
-      await Promise.race([blobGone, new Promise((_, reject) => setTimeout(() => reject(new Error('the download went on')), 20_000))]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([blobGone, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('the download went on')), 20_000)))]);
+      clearTimeout(timer);
       await new Promise((r) => setTimeout(r, 200));
       expect((await fresh.docker(['images', '-q'])).stdout.trim()).toBe('');
       const store = path.join(fresh.dataRoot, 'image');
@@ -399,8 +401,31 @@ describe('integrity and durability', () => {
     expect(after).toEqual(before);
     const inspect = JSON.parse((await docker(['image', 'inspect', seeds.busybox.ref])).stdout)[0];
     expect(inspect.RepoDigests).toEqual([`${reg.host}/busybox@${seeds.busybox.manifestDigest}`]);
-    // The image removed with force while a container used it is still there for that container.
-    expect((await td.daemon.engine.images.resolve(seeds.hello.configDigest)).id).toBe(seeds.hello.configDigest);
+  });
+
+  it('keeps an image removed with force for the container using it, across a restart, until it is gone', async () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), 'paddock-hidden-'));
+    let daemon = await startTestDaemon({ dataRoot: root });
+    try {
+      expect((await daemon.docker(['pull', seeds.hello.ref])).code).toBe(0);
+      daemon.daemon.engine.images.setUsageProbe(async () => [{ id: 'a'.repeat(64), running: false }]);
+      expect((await daemon.docker(['rmi', '-f', seeds.hello.ref])).code).toBe(0);
+      expect((await daemon.docker(['images', '-q'])).stdout.trim()).toBe('');
+      await daemon.close();
+      daemon = await startTestDaemon({ dataRoot: root });
+      // Still there for its container (by full ID), though no longer listed...
+      const hidden = await daemon.daemon.engine.images.resolve(seeds.hello.configDigest);
+      expect(existsSync(hidden.layerDirs[0])).toBe(true);
+      expect((await daemon.request('GET', `/images/${seeds.hello.configDigest}/json`)).status).toBe(404);
+      // ...until no container uses it: then the next collection frees it.
+      daemon.daemon.engine.images.setUsageProbe(async () => []);
+      await daemon.docker(['image', 'prune', '-f']);
+      await expect(daemon.daemon.engine.images.resolve(seeds.hello.configDigest)).rejects.toThrow(/No such image/);
+      expect(existsSync(hidden.layerDirs[0])).toBe(false);
+    } finally {
+      await daemon.close();
+      await fs.rm(root, { recursive: true, force: true });
+    }
   });
 
   it('downloads a layer once when two pulls want it at the same time', async () => {

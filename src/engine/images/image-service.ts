@@ -222,6 +222,8 @@ export class ImageService implements ImageBackend {
         if (!labelsMatch(img.config.config?.Labels, filters['label!'], true)) continue;
         deleted.push(...(await deleter.pruneImage(img.stored.id)));
       }
+      // Also frees images removed with force whose containers are gone since.
+      await this.store.collectGarbage(this.probe);
       const reclaimed = Math.max(0, sizeBefore - this.diskUsage());
       this.opts.events.publish('image', 'prune', '', { reclaimed: String(reclaimed) });
       return { ImagesDeleted: deleted.length ? deleted : null, SpaceReclaimed: reclaimed };
