@@ -79,7 +79,7 @@ export async function buildEngine(config: DaemonConfig): Promise<Engine> {
 export function buildRouter(engine: Engine): Router {
   return new Router([
     ...systemRoutes(engine.system, engine.events),
-    ...imageRoutes(engine.images),
+    ...imageRoutes(engine.images, (ref) => engine.containers.commitInfo(ref)),
     ...containerRoutes(engine.containers),
   ]);
 }

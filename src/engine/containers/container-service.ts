@@ -775,6 +775,30 @@ export class ContainerService {
     return mountOverlayRootfs(path.join(this.containerDir(record.Id), 'rootfs'), await this.lowerDirs(record));
   }
 
+  /** What `docker commit` needs: the writable layer, the config, and a way to pause meanwhile. */
+  async commitInfo(idOrName: string) {
+    const record = this.get(idOrName);
+    const { Hostname: _h, Domainname: _d, AttachStdin: _ai, AttachStdout: _ao, AttachStderr: _ae, Tty: _t, OpenStdin: _o, StdinOnce: _s, Image: _i, ...config } =
+      record.Config;
+    return {
+      id: record.Id,
+      name: record.Name,
+      imageId: record.Image,
+      upperDir: this.upperDir(record),
+      config,
+      labels: record.Config.Labels ?? {},
+      pause: async () => {
+        const runtime = this.runtimes.get(record.Id);
+        if (!runtime || record.State.Paused) return async () => undefined;
+        // Freeze the VM so the layer is read at one instant, as dockerd freezes the cgroup.
+        await runtime.sandbox.vm.pause();
+        return async () => {
+          if (this.runtimes.get(record.Id) === runtime && !record.State.Paused) await runtime.sandbox.vm.resume();
+        };
+      },
+    };
+  }
+
   upperDir(record: ContainerRecord): string {
     return path.join(this.containerDir(record.Id), 'rootfs', 'upper');
   }
