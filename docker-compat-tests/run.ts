@@ -3,7 +3,8 @@
  *
  *   (default)            seeded registry + a Paddock daemon, every suite, a table per client
  *   --against dockerd    the same suites against Debian's reference dockerd 20.10
- *   --host unix:///S     the same suites against any running daemon
+ *   --host unix:///S     the same suites against any running daemon (it must reach 127.0.0.1
+ *                        registries; --as paddock applies Paddock's allow-list entries to it)
  *   --diff               dockerd, then Paddock (clients pinned to dockerd's API version so both
  *                        speak the same dialect), then field-level differences of normalised
  *                        outputs; differences not in allow-list.json fail the run
@@ -61,6 +62,7 @@ async function main(): Promise<number> {
     options: {
       against: { type: 'string', default: 'paddock' },
       host: { type: 'string' },
+      as: { type: 'string' },
       diff: { type: 'boolean', default: false },
       only: { type: 'string' },
       client: { type: 'string', multiple: true },
@@ -106,7 +108,7 @@ async function main(): Promise<number> {
       const t0 = Date.now();
       const opts = { runDir, registry: registry.host, images };
       const target =
-        kind === 'paddock' ? await startPaddockTarget(opts) : kind === 'dockerd' ? await startDockerdTarget(opts) : await externalTarget({ ...opts, dockerHost: values.host! });
+        kind === 'paddock' ? await startPaddockTarget(opts) : kind === 'dockerd' ? await startDockerdTarget(opts) : await externalTarget({ ...opts, dockerHost: values.host!, name: values.as });
       // --diff: both daemons answer the API version dockerd 20.10 speaks, so that version-gated
       // fields are compared like with like.
       if (values.diff && !pin) pin = target.apiVersion;

@@ -3,8 +3,8 @@
  * reference dockerd 20.10 (test/helpers/reference-dockerd), or any DOCKER_HOST given on the
  * command line. All of them pull from one seeded local registry on 127.0.0.1.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { startReferenceDockerd, type ReferenceDockerd } from '../../test/helpers/reference-dockerd';
@@ -106,7 +106,11 @@ export async function startPaddockTarget(opts: {
     died: () => exitInfo,
     stop: async () => {
       stopping = true;
-      if (child.exitCode !== null || child.signalCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) {
+        // It crashed: nobody ran its close(), so its container mounts and temp dir are ours to remove.
+        cleanUpAfterCrash(path.dirname(ready.dataRoot));
+        return;
+      }
       const gone = new Promise<void>((r) => child.once('exit', () => r()));
       child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
@@ -145,8 +149,10 @@ export async function externalTarget(opts: {
   dockerHost: string;
   registry: string;
   images: Record<SeedName, SeededImage>;
+  /** The allow-list's target name for it ("paddock" for a Paddock daemon), default "external". */
+  name?: string;
 }): Promise<Target> {
-  const base = baseTarget('external', 'external', opts.runDir);
+  const base = baseTarget('external', opts.name ?? 'external', opts.runDir);
   const socketPath = opts.dockerHost.startsWith('unix://') ? opts.dockerHost.slice('unix://'.length) : undefined;
   if (!socketPath) throw new Error('--host: only unix:// sockets are supported by the raw-HTTP scenarios');
   const apiVersion = await daemonApiVersion(socketPath);
@@ -162,6 +168,25 @@ export async function externalTarget(opts: {
     died: () => undefined,
     stop: async () => undefined,
   };
+}
+
+/** Unmounts what a crashed test daemon left mounted under its temp dir (deepest first), then removes the dir. */
+function cleanUpAfterCrash(base: string): void {
+  if (!/^\/tmp\/paddock-daemon-[A-Za-z0-9]+$/.test(base)) return; // only startTestDaemon's own temp dirs
+  const mounts = () =>
+    readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' ')[4])
+      .filter((m): m is string => Boolean(m) && m.startsWith(`${base}/`))
+      .sort((a, b) => b.length - a.length);
+  for (const m of mounts()) {
+    try {
+      execFileSync('umount', [m], { stdio: 'ignore' });
+    } catch {
+      // still busy: left mounted, and then the dir is left too
+    }
+  }
+  if (mounts().length === 0) rmSync(base, { recursive: true, force: true });
 }
 
 function daemonApiVersion(socketPath: string): Promise<string> {
