@@ -736,18 +736,42 @@ static void mount_early(void)
 	}
 }
 
-/* Debian's cloud kernel has virtio as modules: the initramfs lists them, in dependency order. */
+/*
+ * Debian's cloud kernel has virtio as modules: the initramfs lists them, in dependency order.
+ * Module parameters on the kernel command line ("virtio_mmio.device=..." that QEMU's microvm
+ * appends) are not applied by the kernel to modules loaded later -- modprobe normally does that
+ * -- so the agent passes each module its "name.param=value" words itself.
+ */
 static void load_modules(void)
 {
 	FILE *f = fopen("/etc/paddock/modules", "re");
 	if (!f) return;
+	static char cmdline[4096];
+	ssize_t cn = slurp("/proc/cmdline", cmdline, sizeof cmdline - 1);
+	cmdline[cn > 0 ? cn : 0] = 0;
 	char line[512];
 	while (fgets(line, sizeof line, f)) {
 		line[strcspn(line, "\n")] = 0;
 		if (!line[0]) continue;
+		char name[128];
+		const char *base = strrchr(line, '/');
+		snprintf(name, sizeof name, "%s", base ? base + 1 : line);
+		char *dot = strstr(name, ".ko");
+		if (dot) *dot = 0;
+		for (char *c = name; *c; c++) if (*c == '-') *c = '_';
+		char params[2048] = "";
+		size_t nlen = strlen(name);
+		char words[4096];
+		snprintf(words, sizeof words, "%s", cmdline);
+		for (char *save = NULL, *w = strtok_r(words, " \n", &save); w; w = strtok_r(NULL, " \n", &save)) {
+			if (strncmp(w, name, nlen) == 0 && w[nlen] == '.') {
+				size_t used = strlen(params);
+				snprintf(params + used, sizeof params - used, "%s%s", used ? " " : "", w + nlen + 1);
+			}
+		}
 		int fd = open(line, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) { logmsg("agent: module %s: %s", line, strerror(errno)); continue; }
-		if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
+		if (syscall(SYS_finit_module, fd, params, 0) < 0 && errno != EEXIST)
 			logmsg("agent: finit_module %s: %s", line, strerror(errno));
 		close(fd);
 	}

@@ -98,9 +98,12 @@ export class Sandbox {
   /** Boots the VM and prepares the container root; the sandbox is ready for processes. */
   static async start(hypervisor: Hypervisor, guest: GuestImage, spec: SandboxSpec): Promise<Sandbox> {
     const caps = hypervisor.capabilities();
-    const shareKind = spec.shareKind ?? caps.fsShare[0];
-    if (!shareKind || !caps.fsShare.includes(shareKind)) {
-      throw unavailable(`the ${hypervisor.info().name} driver cannot share directories (${shareKind ?? 'none'})`);
+    // The first mechanism both the guest kernel and the driver support (9p is measured fastest).
+    const shareKind = spec.shareKind ?? guest.fsShare.find((k) => caps.fsShare.includes(k));
+    if (!shareKind || !caps.fsShare.includes(shareKind) || !guest.fsShare.includes(shareKind)) {
+      throw unavailable(
+        `no directory sharing in common: the ${hypervisor.info().name} driver offers ${caps.fsShare.join(', ') || 'none'}, the ${guest.kind} guest kernel ${guest.fsShare.join(', ')}`,
+      );
     }
     const t0 = performance.now();
     const vm = await hypervisor.create({
@@ -109,6 +112,7 @@ export class Sandbox {
       initrdPath: guest.initrdPath,
       memoryMiB: spec.memoryMiB ?? 128,
       vcpus: spec.vcpus ?? 1,
+      acpi: guest.needsAcpi,
       shares: [
         { tag: ROOTFS_TAG, hostPath: spec.rootfsDir, kind: shareKind },
         ...(spec.etcFiles ? [{ tag: ETC_TAG, hostPath: spec.etcFiles.dir, kind: shareKind, readOnly: false }] : []),

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { unavailable } from '../../errors';
+import type { FsShareKind } from '../hypervisor/hypervisor';
 import { logger } from '../../util/log';
 
 const log = logger('guest-image');
@@ -19,6 +20,10 @@ export interface GuestImage {
   /** Version string of the guest kernel (uname -r inside the guest). */
   kernelRelease: string;
   kind: GuestKernelKind;
+  /** The kernel finds virtio-mmio devices only through ACPI (no command-line devices). */
+  needsAcpi: boolean;
+  /** Directory sharing the guest kernel supports, in our order of preference. */
+  fsShare: FsShareKind[];
 }
 
 export interface GuestImageOptions {
@@ -34,7 +39,7 @@ export async function locateGuestImage(opts: GuestImageOptions): Promise<GuestIm
   const envKernel = process.env.PADDOCK_KERNEL;
   const envInitrd = process.env.PADDOCK_INITRD;
   if (envKernel && envInitrd) {
-    return { kernelPath: envKernel, initrdPath: envInitrd, kernelRelease: 'custom', kind };
+    return { kernelPath: envKernel, initrdPath: envInitrd, kernelRelease: 'custom', kind, needsAcpi: kind === 'debian-cloud', fsShare: kind === 'debian-cloud' ? ['virtio-fs'] : ['9p', 'virtio-fs'] };
   }
   const build = opts.build ?? true;
   if (kind === 'debian-cloud') {
@@ -44,6 +49,9 @@ export async function locateGuestImage(opts: GuestImageOptions): Promise<GuestIm
       initrdPath: path.join(dir, 'initramfs.cpio'),
       kernelRelease: (await fs.readFile(path.join(dir, 'release'), 'utf8')).trim(),
       kind,
+      // Debian's cloud kernel is built without VIRTIO_MMIO_CMDLINE_DEVICES, and without 9p.
+      needsAcpi: true,
+      fsShare: ['virtio-fs'],
     };
   }
   const initrdDir = await runBuildScript(opts.sourceRoot, 'rootfs-builder/build.sh', [], build);
@@ -53,6 +61,8 @@ export async function locateGuestImage(opts: GuestImageOptions): Promise<GuestIm
     initrdPath: path.join(initrdDir, 'initramfs.cpio'),
     kernelRelease: (await fs.readFile(path.join(kernelDir, 'release'), 'utf8')).trim(),
     kind,
+    needsAcpi: false,
+    fsShare: ['9p', 'virtio-fs'],
   };
 }
 

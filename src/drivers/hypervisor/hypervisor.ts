@@ -60,6 +60,11 @@ export interface VmSpec {
   kernelArgs?: string[];
   memoryMiB: number;
   vcpus: number;
+  /**
+   * Describe devices with ACPI tables. Off by default (faster boot: our kernel takes virtio-mmio
+   * devices from its command line); Debian's cloud kernel cannot, so it needs tables.
+   */
+  acpi?: boolean;
   shares?: ShareSpec[];
   disks?: DiskSpec[];
   nics?: NicSpec[];

@@ -162,8 +162,8 @@ export class QemuHypervisor implements Hypervisor {
     const usesVirtioFs = shareArgs.some((a) => a.startsWith('vhost-user-fs'));
     const memId = 'ram0';
     const machine = microvm
-      ? // acpi=off: the kernel then gets the virtio-mmio devices on its command line, no tables to parse.
-        `microvm,acpi=off,x-option-roms=off,rtc=on${usesVirtioFs ? `,memory-backend=${memId}` : ''}`
+      ? // acpi=off: the kernel gets the virtio-mmio devices on its command line, no tables to parse.
+        `microvm,acpi=${spec.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on${usesVirtioFs ? `,memory-backend=${memId}` : ''}`
       : `q35,${usesVirtioFs ? `memory-backend=${memId}` : ''}`.replace(/,$/, '');
     const cmdline = [
       'console=ttyS0',
