@@ -18,6 +18,7 @@
 #include <net/if.h>
 #include <poll.h>
 #include <pty.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -76,7 +77,7 @@ enum {
 	T_TTY = 17, T_ROWS = 18, T_COLS = 19,
 	T_SOURCE = 20, T_TARGET = 21, T_FSTYPE = 22, T_MFLAGS = 23, T_DATA = 24, T_STDIN_OPEN = 25,
 	T_ERRNO = 30, T_MESSAGE = 31, T_PID = 32, T_EXIT_CODE = 33, T_SIGNAL = 34, T_BYTES = 35,
-	T_SIGNUM = 36, T_SECONDS = 40, T_NANOS = 41,
+	T_SIGNUM = 36, T_SECONDS = 40, T_NANOS = 41, T_PIDNS = 26, T_JOIN_PIDNS_OF = 27,
 };
 
 /* ---------- small utilities ---------- */
@@ -322,6 +323,8 @@ struct start_req {
 	uid_t uid; gid_t gid;
 	gid_t groups[64]; int ngroups;
 	int tty, stdin_open; unsigned rows, cols;
+	int new_pidns;          /* the process is PID 1 of a new PID namespace (a container's main) */
+	pid_t join_pidns_of;    /* host pid whose PID namespace the process joins (an exec) */
 };
 
 static void free_start_req(struct start_req *r)
@@ -367,6 +370,47 @@ fail:;
 	_exit(127);
 }
 
+/*
+ * An exec joins the container's PID namespace. setns(CLONE_NEWPID) only moves the caller's
+ * future children, so this child forks once more: the grandchild becomes the process, and this
+ * child stays as a small relay that forwards signals and passes the exit status on (the agent
+ * tracks the relay's pid).
+ */
+static pid_t relay_target;
+static void relay_signal(int sig) { if (relay_target > 0) kill(relay_target, sig); }
+
+static void join_pidns_and_exec(struct start_req *r, int in, int out, int err, int err_pipe)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/ns/pid", (int)r->join_pidns_of);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || setns(fd, CLONE_NEWPID) < 0) {
+		uint8_t b[68] = { 0 };
+		put32(b, errno);
+		strncpy((char *)b + 4, "setns", 63);
+		(void)!write(err_pipe, b, sizeof b);
+		_exit(127);
+	}
+	close(fd);
+	sigset_t all; sigemptyset(&all);
+	pid_t child = fork();
+	if (child == 0) child_exec(r, in, out, err, err_pipe);
+	/* The relay keeps no stream open, or the host would never see end-of-file. */
+	/* Nor any descriptor of the agent's (another process's stdin pipe, the host channel). */
+	syscall(SYS_close_range, 3, ~0U, 0);
+	close(in); if (out != in) close(out); if (err != in && err != out) close(err);
+	relay_target = child;
+	for (int s = 1; s < NSIG; s++) if (s != SIGKILL && s != SIGSTOP && s != SIGCHLD) signal(s, relay_signal);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	int status = 0;
+	while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
+	if (WIFSIGNALED(status)) {
+		signal(WTERMSIG(status), SIG_DFL);
+		kill(getpid(), WTERMSIG(status));
+	}
+	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128);
+}
+
 static void handle_start(uint32_t id, const uint8_t *pl, uint32_t n)
 {
 	struct start_req r;
@@ -388,6 +432,8 @@ static void handle_start(uint32_t id, const uint8_t *pl, uint32_t n)
 		case T_ROWS: r.rows = u; break;
 		case T_COLS: r.cols = u; break;
 		case T_STDIN_OPEN: r.stdin_open = u != 0; break;
+		case T_PIDNS: r.new_pidns = u != 0; break;
+		case T_JOIN_PIDNS_OF: { struct proc *o = proc_by_id(u); r.join_pidns_of = o ? o->pid : -1; break; }
 		}
 	}
 	struct proc *slot = NULL;
@@ -417,9 +463,17 @@ static void handle_start(uint32_t id, const uint8_t *pl, uint32_t n)
 			in_r = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		}
 	}
-	pid_t pid = fork();
+	if (r.join_pidns_of < 0) { send_result(id, ESRCH, "no such process to join", 0); close(ep[0]); close(ep[1]); goto out; }
+	pid_t pid = r.new_pidns ? (pid_t)syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, 0, 0, 0, 0) : fork();
 	if (pid == 0) {
 		close(ep[0]);
+		if (r.new_pidns && r.root) {
+			/* Our own /proc, so the container sees its processes only, its main one as PID 1. */
+			char procdir[4200];
+			snprintf(procdir, sizeof procdir, "%s/proc", r.root);
+			mount("proc", procdir, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+		}
+		if (r.join_pidns_of > 0) join_pidns_and_exec(&r, in_r, out_w, err_w, ep[1]);
 		/* dup2 in child_exec clears O_CLOEXEC on 0..2; everything else closes at exec. */
 		child_exec(&r, in_r, out_w, err_w, ep[1]);
 	}
@@ -588,6 +642,9 @@ static void handle_ps(uint32_t id)
 		if (sscanf(close_paren + 2, "%c %d %d %d %d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %llu",
 			   &st, &ppid, &pgrp, &session, &tty_nr, &utime, &stime, &start) < 8) continue;
 		if (pid == 2 || ppid == 2) continue; /* kernel threads are not the container's */
+		char exe[64] = { 0 };
+		snprintf(path, sizeof path, "/proc/%d/exe", pid);
+		if (readlink(path, exe, sizeof exe - 1) > 0 && strcmp(exe, "/init") == 0) continue; /* exec relays */
 		snprintf(path, sizeof path, "/proc/%d/status", pid);
 		char status[2048]; unsigned uid = 0;
 		ssize_t stn = slurp(path, status, sizeof status - 1);
@@ -753,7 +810,7 @@ static void load_modules(void)
 	while (fgets(line, sizeof line, f)) {
 		line[strcspn(line, "\n")] = 0;
 		if (!line[0]) continue;
-		char name[128];
+		char name[512];
 		const char *base = strrchr(line, '/');
 		snprintf(name, sizeof name, "%s", base ? base + 1 : line);
 		char *dot = strstr(name, ".ko");

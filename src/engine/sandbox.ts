@@ -154,9 +154,21 @@ export class Sandbox {
     }
   }
 
-  /** Starts a process inside the container (chrooted into its root). */
+  private main?: AgentProcess;
+
+  /**
+   * Starts the container's main process: PID 1 of its own PID namespace with its own /proc, so
+   * that, as under Docker, it sees only the container's processes and gets PID 1's signal rules.
+   */
+  async startMain(spec: ProcessSpec): Promise<AgentProcess> {
+    this.main = await this.agent.start({ ...spec, root: CONTAINER_ROOT, pidNamespace: 'new' });
+    return this.main;
+  }
+
+  /** Starts a process inside the container (chrooted into its root, in the main one's PID namespace). */
   exec(spec: ProcessSpec): Promise<AgentProcess> {
-    return this.agent.start({ ...spec, root: CONTAINER_ROOT });
+    const running = this.main && !this.main.finished;
+    return this.agent.start({ ...spec, root: CONTAINER_ROOT, ...(running ? { pidNamespace: { joinProcess: this.main!.id } } : {}) });
   }
 
   /**

@@ -49,6 +49,11 @@ export interface ProcessSpec {
   cols?: number;
   /** When false the process reads /dev/null. */
   openStdin?: boolean;
+  /**
+   * 'new': the process is PID 1 of its own PID namespace (a container's main process);
+   * { joinProcess }: it joins the namespace of that earlier process (exec).
+   */
+  pidNamespace?: 'new' | { joinProcess: number };
 }
 
 export interface GuestProcessInfo {
@@ -173,8 +178,12 @@ export class AgentProcess extends EventEmitter {
     }
   }
 
+  /** True once the process has exited (or its VM went away). */
+  finished = false;
+
   /** @internal */
   finish(exit: ProcessExit): void {
+    this.finished = true;
     if (!this.stdout.readableEnded) this.stdout.push(null);
     if (!this.stderr.readableEnded) this.stderr.push(null);
     this.resolveExit(exit);
@@ -183,6 +192,7 @@ export class AgentProcess extends EventEmitter {
 
   /** @internal */
   fail(err: Error): void {
+    this.finished = true;
     // The error travels through `exited`; the streams just stop (an 'error' event here would
     // crash whoever did not listen for one).
     this.stdout.destroy();
@@ -277,6 +287,8 @@ export class AgentConnection extends EventEmitter {
     fields.push([Tag.Uid, spec.uid ?? 0], [Tag.Gid, spec.gid ?? 0]);
     for (const g of spec.groups ?? []) fields.push([Tag.Group, g]);
     fields.push([Tag.Tty, spec.tty ? 1 : 0], [Tag.StdinOpen, spec.openStdin ? 1 : 0]);
+    if (spec.pidNamespace === 'new') fields.push([Tag.PidNamespace, 1]);
+    else if (spec.pidNamespace) fields.push([Tag.JoinPidNamespaceOf, spec.pidNamespace.joinProcess]);
     if (spec.rows) fields.push([Tag.Rows, spec.rows]);
     if (spec.cols) fields.push([Tag.Cols, spec.cols]);
     const id = this.allocateId();

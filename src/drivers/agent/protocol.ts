@@ -50,6 +50,8 @@ export enum Tag {
   MountFlags = 23,
   Data = 24,
   StdinOpen = 25,
+  PidNamespace = 26,
+  JoinPidNamespaceOf = 27,
   Errno = 30,
   Message = 31,
   Pid = 32,

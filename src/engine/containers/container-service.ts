@@ -327,7 +327,7 @@ export class ContainerService {
       const [rows, cols] = record.HostConfig.ConsoleSize ?? [0, 0];
       let main: AgentProcess;
       try {
-        main = await sandbox.exec({
+        main = await sandbox.startMain({
           args: [record.Path, ...record.Args],
           env: this.processEnv(record),
           cwd: record.Config.WorkingDir || '/',
