@@ -20,6 +20,8 @@ export interface FailureEntry {
   reason: string;
   /** Regex that the failure text must match for the entry to apply. */
   match?: string;
+  /** Intermittent: a run where the scenario passes does not make the entry stale. */
+  flaky?: boolean;
 }
 
 export interface DifferenceEntry {
@@ -95,7 +97,11 @@ export class AllowList {
 
   staleFailures(ranScenarios: Set<string>, target: string): FailureEntry[] {
     return this.file.failures.filter(
-      (e) => (e.targets ?? ['paddock']).includes(target) && !this.usedFailures.has(e) && [...ranScenarios].some((id) => globToRegExp(e.scenario, 'scenario').test(id)),
+      (e) =>
+        (e.targets ?? ['paddock']).includes(target) &&
+        !this.usedFailures.has(e) &&
+        !e.flaky &&
+        [...ranScenarios].some((id) => globToRegExp(e.scenario, 'scenario').test(id)),
     );
   }
 

@@ -115,6 +115,10 @@ export function normalize(value: unknown, c: NormalizeContext, key?: string): un
     return n;
   }
   if (Array.isArray(value)) return value.map((v) => normalize(v, c));
+  if (isSet(value)) {
+    // An unordered collection: sorted after normalising, since masked IDs change the order.
+    return [...new Set(value.$set.map((v) => JSON.stringify(normalize(v, c))))].sort().map((v) => JSON.parse(v));
+  }
   if (value && typeof value === 'object') {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value as Record<string, unknown>)) out[normalizeString(k, c)] = normalize(v, c, k);
@@ -132,6 +136,15 @@ export function shape(obj: unknown): Record<string, string> {
       .sort(([x], [y]) => x.localeCompare(y))
       .map(([k, v]) => [k, v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v]),
   );
+}
+
+/** Marks an observation as an unordered collection (compared as a sorted set after normalisation). */
+export function asSet(items: unknown[]): { $set: unknown[] } {
+  return { $set: items };
+}
+
+function isSet(v: unknown): v is { $set: unknown[] } {
+  return Boolean(v) && typeof v === 'object' && Array.isArray((v as { $set?: unknown }).$set) && Object.keys(v as object).length === 1;
 }
 
 export function splitLines(text: string): string[] {
