@@ -109,6 +109,11 @@ async function main(): Promise<number> {
   const table = coverageTable(ops, file.specVersion);
   console.log(table);
   const readme = path.join(repoRoot, 'README.md');
+  const current = existsSync(readme) ? readFileSync(readme, 'utf8') : '';
+  const [s0, e0] = [current.indexOf(START), current.indexOf(END)];
+  if (!writeReadme && s0 >= 0 && e0 > s0 && current.slice(s0 + START.length, e0).trim() !== table.trim()) {
+    console.log('\n(README.md\'s coverage table is out of date: npm run api-spec -- --write-readme)');
+  }
   if (writeReadme) {
     const text = existsSync(readme) ? readFileSync(readme, 'utf8') : undefined;
     const s = text?.indexOf(START) ?? -1;
