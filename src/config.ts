@@ -92,6 +92,7 @@ export function validateHost(host: string): void {
   const m = /^tcp:\/\/(\[[^\]]+\]|[^:]+):(\d+)$/.exec(host);
   if (!m) throw invalid(`invalid host ${host}: use unix:///path or tcp://HOST:PORT`);
   const addr = m[1].replace(/^\[|\]$/g, '');
-  const loopback = addr === 'localhost' || addr === '::1' || /^127\./.test(addr);
+  // An IP literal in 127/8 only: a hostname such as 127.example.com may resolve anywhere.
+  const loopback = addr === 'localhost' || addr === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(addr);
   if (!loopback) throw invalid(`refusing to listen on ${host} without TLS: use a loopback address or a unix socket`);
 }

@@ -3,6 +3,7 @@
  * parameters in the middle (`/images/{name:.*}/json`, where a name holds slashes and colons),
  * which general-purpose routers (find-my-way, express) cannot express.
  */
+import { invalid } from '../errors';
 import type { RequestContext } from './context';
 
 export type Handler = (ctx: RequestContext) => Promise<void> | void;
@@ -42,7 +43,11 @@ export class Router {
       pathMatched = true;
       if (!m.includes(r.method)) continue;
       const params: Record<string, string> = {};
-      r.params.forEach((name, i) => (params[name] = decodeURIComponent(hit[i + 1])));
+      try {
+        r.params.forEach((name, i) => (params[name] = decodeURIComponent(hit[i + 1])));
+      } catch {
+        throw invalid(`malformed escape in path ${JSON.stringify(path)}`);
+      }
       return { route: r, params };
     }
     return pathMatched ? 'method-not-allowed' : undefined;

@@ -21,6 +21,10 @@ export function parseDetachKeys(spec: string | null | undefined, fallback = 'ctr
   const out: number[] = [];
   for (const key of keys.split(',')) {
     const k = key.trim();
+    if (k === 'DEL') {
+      out.push(127);
+      continue;
+    }
     if (k.length === 1) {
       out.push(k.charCodeAt(0));
       continue;
@@ -46,13 +50,16 @@ export function parseDetachKeys(spec: string | null | undefined, fallback = 'ctr
  */
 export function detachFilter(keys: Buffer, onDetach: () => void): Transform {
   let matched = 0;
+  let detached = false;
   return new Transform({
     transform(chunk: Buffer, _enc, cb: TransformCallback) {
+      if (detached) return cb(); // nothing more reaches the container once the client detached
       const out: number[] = [];
       for (const byte of chunk) {
         if (byte === keys[matched]) {
           matched++;
           if (matched === keys.length) {
+            detached = true;
             if (out.length) this.push(Buffer.from(out));
             onDetach();
             cb();

@@ -129,7 +129,8 @@ export function humanDuration(ms: number): string {
   if (hours < 24 * 7 * 2) return `${Math.floor(hours / 24)} days`;
   if (hours < 24 * 30 * 2) return `${Math.floor(hours / 24 / 7)} weeks`;
   if (hours < 24 * 365 * 2) return `${Math.floor(hours / 24 / 30)} months`;
-  return `${Math.floor(hours / 24 / 365)} years`;
+  // go-units counts years from the truncated (not rounded) hours.
+  return `${Math.floor(Math.floor(ms / 3.6e6) / 24 / 365)} years`;
 }
 
 const LIST_FILTERS = ['id', 'name', 'label', 'status', 'exited', 'ancestor', 'before', 'since', 'health', 'network', 'volume', 'is-task', 'publish', 'expose'];
@@ -149,13 +150,17 @@ export function filterContainers(
   const before = ref('before');
   const since = ref('since');
   const showAll = all || Boolean(filters.status || filters.exited || before || since);
+  const exitCodes = (filters.exited ?? []).map((v) => {
+    if (!/^-?\d+$/.test(v)) throw invalid(`strconv.Atoi: parsing "${v}": invalid syntax`);
+    return Number(v);
+  });
   return records.filter((r) => {
     if (!showAll && !r.State.Running) return false;
     const f = filters;
     if (f.id && !f.id.some((id) => r.Id.startsWith(id))) return false;
     if (f.name && !f.name.some((n) => new RegExp(n).test(r.Name.slice(1)) || new RegExp(n).test(r.Name))) return false;
     if (f.status && !f.status.includes(r.State.Paused ? 'paused' : r.State.Status)) return false;
-    if (f.exited && (r.State.Running || !f.exited.map(Number).includes(r.State.ExitCode) || r.State.Status === 'created')) return false;
+    if (f.exited && (r.State.Running || !exitCodes.includes(r.State.ExitCode) || r.State.Status === 'created')) return false;
     if (f.label) {
       const labels = r.Config.Labels ?? {};
       const ok = f.label.every((l) => {
@@ -164,11 +169,18 @@ export function filterContainers(
       });
       if (!ok) return false;
     }
-    if (f.ancestor && !f.ancestor.some((a) => a === r.Config.Image || a === r.Image || r.Image.startsWith(`sha256:${a}`) || r.Config.Image === `${a}:latest`)) return false;
+    if (f.ancestor && !f.ancestor.some((a) => withTag(a) === withTag(r.Config.Image ?? '') || a === r.Image || r.Image.startsWith(`sha256:${a}`) || r.Image.startsWith(a))) return false;
     if (f.health && !f.health.includes(r.State.Health?.Status ?? 'none')) return false;
     if (f.network && !f.network.includes(r.HostConfig.NetworkMode || 'bridge')) return false;
     if (before && r.Created >= before.Created) return false;
     if (since && r.Created <= since.Created) return false;
     return true;
   });
+}
+
+/** "busybox" and "busybox:latest" name the same image; a digest reference stays as it is. */
+function withTag(ref: string): string {
+  if (!ref || ref.includes('@')) return ref;
+  const lastPart = ref.slice(ref.lastIndexOf('/') + 1);
+  return lastPart.includes(':') ? ref : `${ref}:latest`;
 }

@@ -20,7 +20,10 @@ export function eventMatches(e: DockerEvent, filters: Record<string, string[]>):
   return (
     any('type', [e.Type]) &&
     any('event', [e.Action, e.Action.split(':')[0]]) &&
-    any('container', e.Type === 'container' ? [e.Actor.ID, e.Actor.ID.slice(0, 12), e.Actor.Attributes.name ?? ''] : []) &&
+    // dockerd's FuzzyMatch: the whole ID or name, or a prefix of either.
+    (!filters.container ||
+      (e.Type === 'container' &&
+        filters.container.some((f) => e.Actor.ID.startsWith(f) || (e.Actor.Attributes.name ?? '').startsWith(f)))) &&
     any('image', e.Type === 'image' ? [e.Actor.ID, e.Actor.Attributes.name ?? ''] : [e.Actor.Attributes.image ?? '']) &&
     any('network', e.Type === 'network' ? [e.Actor.ID, e.Actor.Attributes.name ?? ''] : []) &&
     any('volume', e.Type === 'volume' ? [e.Actor.ID] : []) &&

@@ -26,14 +26,25 @@ export function mergeWithImage(req: CreateContainerRequest, image: ImageRecord, 
     if (!config.Cmd || config.Cmd.length === 0) config.Cmd = img.Cmd ?? null;
     if (config.Entrypoint === undefined || config.Entrypoint === null) config.Entrypoint = img.Entrypoint ?? null;
   }
-  config.Env = mergeEnv(img.Env ?? [], config.Env ?? []);
+  // dockerd keeps the request's variables first and appends the image's it does not override.
+  const userEnv = config.Env ?? [];
+  const keyOf = (e: string) => (e.includes('=') ? e.slice(0, e.indexOf('=')) : e);
+  config.Env = [...userEnv, ...(img.Env ?? []).filter((e) => !userEnv.some((u) => keyOf(u) === keyOf(e)))];
   if (!config.WorkingDir) config.WorkingDir = img.WorkingDir ?? '';
   if (!config.User) config.User = img.User ?? '';
   config.Labels = { ...(img.Labels ?? {}), ...(config.Labels ?? {}) };
   config.ExposedPorts = mergeSets(img.ExposedPorts, config.ExposedPorts);
   config.Volumes = mergeSets(img.Volumes, config.Volumes);
   if (!config.StopSignal && img.StopSignal) config.StopSignal = img.StopSignal;
-  if (!config.Healthcheck && img.Healthcheck) config.Healthcheck = img.Healthcheck;
+  if (img.Healthcheck) {
+    // A partial Healthcheck in the request is completed field by field from the image's.
+    const user = config.Healthcheck ?? {};
+    const merged = { ...img.Healthcheck };
+    for (const [k, v] of Object.entries(user)) {
+      if (v !== undefined && v !== null && v !== 0 && !(Array.isArray(v) && v.length === 0)) (merged as Record<string, unknown>)[k] = v;
+    }
+    config.Healthcheck = merged;
+  }
   if (config.OnBuild === undefined) config.OnBuild = null;
   config.Hostname ||= id.slice(0, 12);
   config.Domainname ??= '';
@@ -44,6 +55,8 @@ export function mergeWithImage(req: CreateContainerRequest, image: ImageRecord, 
   config.AttachStdout = Boolean(config.AttachStdout);
   config.AttachStderr = Boolean(config.AttachStderr);
 
+  // `--entrypoint ""` arrives as [""]: dockerd resets it to no entrypoint after the merge.
+  if (config.Entrypoint && config.Entrypoint.length === 1 && config.Entrypoint[0] === '') config.Entrypoint = null;
   const argv = [...(config.Entrypoint ?? []), ...(config.Cmd ?? [])];
   if (argv.length === 0) throw invalid('no command specified');
 
@@ -54,7 +67,8 @@ export function mergeWithImage(req: CreateContainerRequest, image: ImageRecord, 
 export function normaliseHostConfig(hc: HostConfig): HostConfig {
   const policy: RestartPolicy = hc.RestartPolicy ?? { Name: 'no' };
   if (!RESTART_POLICIES.includes(policy.Name ?? '')) throw invalid(`invalid restart policy '${policy.Name}'`);
-  if (policy.Name !== 'on-failure' && (policy.MaximumRetryCount ?? 0) > 0) {
+  // An empty name with a count is accepted for backward compatibility, as dockerd does.
+  if (policy.Name && policy.Name !== 'on-failure' && (policy.MaximumRetryCount ?? 0) > 0) {
     throw invalid(`invalid restart policy: maximum retry count can only be used with 'on-failure'`);
   }
   if ((policy.MaximumRetryCount ?? 0) < 0) throw invalid('invalid restart policy: maximum retry count cannot be negative');

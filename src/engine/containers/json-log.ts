@@ -6,6 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { createReadStream, createWriteStream, promises as fs, type WriteStream } from 'node:fs';
 import readline from 'node:readline';
+import { StringDecoder } from 'node:string_decoder';
 
 export type LogStream = 'stdout' | 'stderr';
 
@@ -31,6 +32,8 @@ export function timestampNanos(ts: string): number {
 export class JsonLogWriter extends EventEmitter {
   private out: WriteStream;
   private partial: Record<LogStream, string> = { stdout: '', stderr: '' };
+  /** Per stream, so a UTF-8 character split between two reads is decoded whole. */
+  private decoders: Record<LogStream, StringDecoder> = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
   /** Bytes written so far (the file offset of the next entry). */
   offset = 0;
 
@@ -45,7 +48,7 @@ export class JsonLogWriter extends EventEmitter {
   }
 
   write(stream: LogStream, data: Buffer | string): void {
-    const text = this.partial[stream] + data.toString();
+    const text = this.partial[stream] + (typeof data === 'string' ? data : this.decoders[stream].write(data));
     const lines = text.split(/(?<=\n)/);
     const last = lines[lines.length - 1];
     if (!last.endsWith('\n')) {
@@ -63,6 +66,7 @@ export class JsonLogWriter extends EventEmitter {
   /** Writes out unterminated output (at process exit). */
   flush(): void {
     for (const stream of ['stdout', 'stderr'] as const) {
+      this.partial[stream] += this.decoders[stream].end();
       if (this.partial[stream]) this.append({ log: this.partial[stream], stream, time: nanoTimestamp() });
       this.partial[stream] = '';
     }

@@ -51,5 +51,5 @@ export async function resolveInRoot(root: string, containerPath: string, followF
 /** True when `hostPath` is `root` or below it (after resolution). */
 export function isWithin(root: string, hostPath: string): boolean {
   const rel = path.relative(root, hostPath);
-  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
 }

@@ -59,6 +59,7 @@ export async function resolveUser(root: string, user: string): Promise<ResolvedU
       gid = g.gid;
     }
   }
-  const supplementary = name ? groups.filter((g) => g.members.includes(name)).map((g) => g.gid) : [];
+  // As runc: supplementary groups come from /etc/group only when no group was named.
+  const supplementary = name && !groupPart ? groups.filter((g) => g.members.includes(name)).map((g) => g.gid) : [];
   return { uid, gid, groups: [...new Set([gid, ...supplementary])] };
 }
