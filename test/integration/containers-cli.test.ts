@@ -255,6 +255,27 @@ describe('bad input gets dockerd\'s answers and the daemon stays up', () => {
     await h.docker(['rm', '-f', 'twice']);
   });
 
+  test('options Paddock cannot honour yet are refused, not silently ignored', async () => {
+    for (const args of [['-v', '/tmp:/host'], ['-p', '127.0.0.1:18080:80'], ['--tmpfs', '/scratch'], ['--network', 'host']]) {
+      const r = await h.docker(['run', '--rm', ...args, 'busybox', 'true']);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/not supported by Paddock yet|not available/);
+    }
+  });
+
+  test('a client hanging up during docker export does not take the daemon down', async () => {
+    await h.docker(['create', '--name', 'exported', 'busybox', 'true']);
+    const { spawn } = await import('node:child_process');
+    await new Promise<void>((resolve) => {
+      const p = spawn('sh', ['-c', 'docker export exported | head -c 1000 > /dev/null'], { env: { ...process.env, DOCKER_HOST: h.dockerHost } });
+      p.on('close', () => resolve());
+    });
+    expect((await h.request('GET', '/_ping')).body).toBe('OK');
+    const full = await h.docker(['export', 'exported']);
+    expect(full.stdout.length).toBeGreaterThan(1_000_000); // the whole busybox tree
+    await h.docker(['rm', 'exported']);
+  });
+
   test('unknown API paths → 404 page not found; versions outside our range → 400', async () => {
     expect((await h.request('GET', '/v1.44/nope')).json()).toEqual({ message: 'page not found' });
     const tooNew = await h.request('GET', '/v9.99/version');

@@ -90,7 +90,8 @@ export function listView(record: ContainerRecord): Record<string, unknown> {
     Names: [record.Name],
     Image: record.Config.Image ?? record.Image,
     ImageID: record.Image,
-    Command: [record.Path, ...record.Args].join(' '),
+    // dockerd quotes the arguments that contain a space, and only those.
+    Command: [record.Path, ...record.Args.map((a) => (a.includes(' ') ? `'${a}'` : a))].join(' '),
     Created: Math.floor(Date.parse(record.Created) / 1000),
     Ports: [],
     Labels: record.Config.Labels ?? {},

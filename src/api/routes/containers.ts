@@ -212,6 +212,7 @@ async function attachHandler(svc: ContainerService, ctx: RequestContext): Promis
   const wantStdin = ctx.bool('stdin');
   const wantStdout = ctx.bool('stdout');
   const wantStderr = ctx.bool('stderr');
+  await readBodyBeforeHijack(ctx); // dockerd ignores an attach request's body
   const hijacked = ctx.hijack(tty ? RAW_STREAM : MULTIPLEXED_STREAM);
   const writers = outputWriters(ctx, tty, hijacked.output);
   if (ctx.bool('logs')) {
@@ -263,16 +264,20 @@ async function execStartHandler(svc: ContainerService, ctx: RequestContext): Pro
       { detach: false, tty },
     );
   } catch (err) {
-    // Headers are gone: report like dockerd does inside the stream.
-    writers.stderr(Buffer.from(`${(err as Error).message}\r\n`));
+    // Headers are gone: report inside the stream, on stdout, as dockerd does.
+    writers.stdout(Buffer.from(`${(err as Error).message}\r\n`));
   }
   hijacked.close();
 }
 
-/** Exec start sends its body over a connection that is then hijacked: read it without waiting for EOF. */
-async function readSmallBody(ctx: RequestContext): Promise<{ Detach?: boolean; Tty?: boolean }> {
+/**
+ * A hijacked request's body (exec start options; dockerode also sends attach options) arrives on
+ * the connection that then carries stdin: read exactly Content-Length bytes, without waiting for
+ * EOF, so that none of it is taken for stdin.
+ */
+async function readBodyBeforeHijack(ctx: RequestContext): Promise<Buffer> {
   const length = Number(ctx.req.headers['content-length'] ?? 0);
-  if (!length) return {};
+  if (!length) return Buffer.alloc(0);
   const raw = await new Promise<Buffer>((resolve) => {
     const chunks: Buffer[] = [];
     let got = 0;
@@ -281,7 +286,11 @@ async function readSmallBody(ctx: RequestContext): Promise<{ Detach?: boolean; T
       chunks.push(ctx.upgradeHead);
       got += ctx.upgradeHead.length;
     }
-    if (got >= length) return resolve(Buffer.concat(chunks));
+    if (got >= length) {
+      const all = Buffer.concat(chunks);
+      if (all.length > length) source.unshift(all.subarray(length)); // stdin that came along
+      return resolve(all.subarray(0, length));
+    }
     const onData = (c: Buffer) => {
       chunks.push(c);
       got += c.length;
@@ -297,6 +306,12 @@ async function readSmallBody(ctx: RequestContext): Promise<{ Detach?: boolean; T
   });
   // The head was consumed here: don't replay it as stdin.
   (ctx as { upgradeHead?: Buffer }).upgradeHead = undefined;
+  return raw;
+}
+
+async function readSmallBody(ctx: RequestContext): Promise<{ Detach?: boolean; Tty?: boolean }> {
+  const raw = await readBodyBeforeHijack(ctx);
+  if (raw.length === 0) return {};
   try {
     return JSON.parse(raw.toString('utf8'));
   } catch (err) {
@@ -388,7 +403,7 @@ async function archiveStat(svc: ContainerService, ctx: RequestContext, withBody:
   const containerPath = ctx.query.get('path');
   if (!containerPath) throw invalid('path is required');
   const { merged } = await svc.mountedRootfs(record);
-  const { hostPath, stat } = await statPath(merged, containerPath, record.Id);
+  const { hostPath, stat } = await statPath(merged, containerPath, ctx.params.id);
   const header = Buffer.from(JSON.stringify(stat)).toString('base64');
   if (!withBody) {
     ctx.res!.writeHead(200, { 'X-Docker-Container-Path-Stat': header, 'Content-Type': 'application/x-tar' });

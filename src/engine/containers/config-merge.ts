@@ -3,11 +3,32 @@
  * and merges the image config the way dockerd does (daemon/create → merge), so that
  * Entrypoint/Cmd/Env/WorkingDir/User/labels come out identical.
  */
-import { invalid } from '../../errors';
+import { invalid, notImplemented } from '../../errors';
 import type { ImageRecord } from '../image-backend';
 import type { ContainerConfig, CreateContainerRequest, HostConfig, RestartPolicy } from './types';
 
 const RESTART_POLICIES = ['', 'no', 'always', 'on-failure', 'unless-stopped'];
+
+const CONFIG_FIELDS = new Set([
+  'Hostname', 'Domainname', 'User', 'AttachStdin', 'AttachStdout', 'AttachStderr', 'ExposedPorts', 'Tty',
+  'OpenStdin', 'StdinOnce', 'Env', 'Cmd', 'Healthcheck', 'ArgsEscaped', 'Image', 'Volumes', 'WorkingDir',
+  'Entrypoint', 'NetworkDisabled', 'MacAddress', 'OnBuild', 'Labels', 'StopSignal', 'StopTimeout', 'Shell',
+]);
+
+/** Every HostConfig field dockerd reports, with the value it reports when the client sent none. */
+const HOST_CONFIG_DEFAULTS = {
+  Binds: null, ContainerIDFile: '', LogConfig: { Type: 'json-file', Config: {} }, NetworkMode: 'bridge',
+  PortBindings: {}, AutoRemove: false, VolumeDriver: '', VolumesFrom: null, ConsoleSize: [0, 0] as [number, number],
+  Annotations: null, CapAdd: null, CapDrop: null, CgroupnsMode: 'private', Dns: [], DnsOptions: [], DnsSearch: [],
+  ExtraHosts: null, GroupAdd: null, IpcMode: 'private', Cgroup: '', Links: null, OomScoreAdj: 0, PidMode: '',
+  Privileged: false, PublishAllPorts: false, ReadonlyRootfs: false, SecurityOpt: null, UTSMode: '', UsernsMode: '',
+  ShmSize: 67108864, Isolation: '', CpuShares: 0, Memory: 0, NanoCpus: 0, CgroupParent: '', BlkioWeight: 0,
+  BlkioWeightDevice: [], BlkioDeviceReadBps: [], BlkioDeviceWriteBps: [], BlkioDeviceReadIOps: [],
+  BlkioDeviceWriteIOps: [], CpuPeriod: 0, CpuQuota: 0, CpuRealtimePeriod: 0, CpuRealtimeRuntime: 0, CpusetCpus: '',
+  CpusetMems: '', Devices: [], DeviceCgroupRules: null, DeviceRequests: null, MemoryReservation: 0, MemorySwap: 0,
+  MemorySwappiness: null, OomKillDisable: null, PidsLimit: null, Ulimits: [], CpuCount: 0, CpuPercent: 0,
+  IOMaximumIOps: 0, IOMaximumBandwidth: 0,
+};
 
 export interface MergedContainer {
   config: ContainerConfig;
@@ -17,9 +38,10 @@ export interface MergedContainer {
 }
 
 export function mergeWithImage(req: CreateContainerRequest, image: ImageRecord, id: string): MergedContainer {
-  const { HostConfig: hc = {}, NetworkingConfig: _nc, ...user } = req;
+  const { HostConfig: hc = {}, NetworkingConfig: _nc, ...body } = req;
   const img = image.config ?? {};
-  const config: ContainerConfig = { ...user };
+  // Only Docker's Config fields are kept: clients send extras (dockerode's `name`).
+  const config: ContainerConfig = Object.fromEntries(Object.entries(body).filter(([k]) => CONFIG_FIELDS.has(k)));
 
   // Entrypoint and Cmd: the image's are used only where the request says nothing.
   if (!config.Entrypoint || config.Entrypoint.length === 0) {
@@ -78,18 +100,11 @@ export function normaliseHostConfig(hc: HostConfig): HostConfig {
   if (hc.Memory !== undefined && hc.Memory !== 0 && hc.Memory < 6 * 1024 * 1024) {
     throw invalid('Minimum memory limit allowed is 6MB');
   }
+  const given = Object.fromEntries(Object.entries(hc).filter(([, v]) => v !== undefined && v !== null));
   return {
-    NetworkMode: 'bridge',
-    LogConfig: { Type: 'json-file', Config: {} },
-    PortBindings: {},
-    Binds: null,
-    AutoRemove: false,
-    VolumesFrom: null,
-    Privileged: false,
-    ReadonlyRootfs: false,
-    Memory: 0,
-    NanoCpus: 0,
-    ...hc,
+    ...HOST_CONFIG_DEFAULTS,
+    ...given,
+    NetworkMode: (given.NetworkMode as string) || 'bridge',
     RestartPolicy: { Name: policy.Name || 'no', MaximumRetryCount: policy.MaximumRetryCount ?? 0 },
   };
 }
@@ -152,6 +167,7 @@ export function validateCreateRequest(body: unknown): CreateContainerRequest {
   if (b.HostConfig !== undefined && b.HostConfig !== null && (typeof b.HostConfig !== 'object' || Array.isArray(b.HostConfig))) {
     throw invalid(`json: cannot unmarshal ${jsonType(b.HostConfig)} into Go struct field ContainerConfigWrapper.HostConfig of type container.HostConfig`);
   }
+  if (Object.keys(b).length === 0) throw invalid('config cannot be empty in order to create a container');
   if (!b.Image || typeof b.Image !== 'string') throw invalid('No image was specified');
   return b as CreateContainerRequest;
 }
@@ -178,3 +194,37 @@ const SIGNALS: Record<string, number> = {
   USR2: 12, PIPE: 13, ALRM: 14, TERM: 15, STKFLT: 16, CHLD: 17, CONT: 18, STOP: 19, TSTP: 20, TTIN: 21,
   TTOU: 22, URG: 23, XCPU: 24, XFSZ: 25, VTALRM: 26, PROF: 27, WINCH: 28, IO: 29, POLL: 29, PWR: 30, SYS: 31,
 };
+
+/**
+ * Options Paddock cannot honour yet are refused with a clear answer instead of being accepted and
+ * ignored (a container that silently lacks its volume or port is worse than an error).
+ */
+export function refuseUnsupported(req: CreateContainerRequest): void {
+  const hc = req.HostConfig ?? {};
+  const nonEmpty = (v: unknown) =>
+    Array.isArray(v) ? v.length > 0 : v !== null && typeof v === 'object' ? Object.keys(v).length > 0 : Boolean(v);
+  const mode = hc.NetworkMode ?? '';
+  if (mode === 'host') throw invalid('host networking is not available: every Paddock container runs in its own VM');
+  if (!['', 'default', 'bridge', 'none'].includes(mode)) {
+    throw notImplemented(`network mode "${mode}" is not supported by Paddock yet (only the default network and none)`);
+  }
+  const unsupported: Array<[string, unknown]> = [
+    ['bind mounts and volumes (-v, --mount)', [...(hc.Binds ?? []), ...(hc.Mounts ?? [])]],
+    ['volumes declared at run time (-v /path)', req.Volumes],
+    ['--volumes-from', hc.VolumesFrom],
+    ['tmpfs mounts (--tmpfs)', hc.Tmpfs],
+    ['published ports (-p, -P)', Object.values(hc.PortBindings ?? {}).filter((b) => nonEmpty(b))],
+    ['published ports (-p, -P)', hc.PublishAllPorts],
+    ['links (--link)', hc.Links],
+    [
+      'network aliases, links and addresses (--network-alias, --ip)',
+      Object.values(req.NetworkingConfig?.EndpointsConfig ?? {}).filter((e) => {
+        const ep = (e ?? {}) as { Aliases?: unknown[] | null; Links?: unknown[] | null; IPAMConfig?: Record<string, unknown> | null };
+        return nonEmpty(ep.Aliases) || nonEmpty(ep.Links) || Boolean(ep.IPAMConfig?.IPv4Address || ep.IPAMConfig?.IPv6Address);
+      }),
+    ],
+  ];
+  for (const [what, value] of unsupported) {
+    if (nonEmpty(value)) throw notImplemented(`${what} are not supported by Paddock yet`);
+  }
+}

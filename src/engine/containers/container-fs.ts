@@ -101,13 +101,23 @@ export async function statPath(root: string, containerPath: string, containerId:
 /** Writes a tar of `hostPath` (named `baseName` at the top) to `out`. */
 export async function tarPath(root: string, hostPath: string, baseName: string, out: Writable): Promise<void> {
   const pack = tar.pack();
+  // Observed at once: a client that hangs up mid-archive (`docker export c | head`) rejects this
+  // while entries are still being added, and an unobserved rejection would end the daemon.
   const piping = pipeline(pack, out);
-  await addToTar(pack, root, hostPath, baseName);
-  pack.finalize();
-  await piping;
+  let failed: unknown;
+  piping.catch((err) => (failed = err));
+  try {
+    await addToTar(pack, root, hostPath, baseName);
+    pack.finalize();
+  } catch (err) {
+    failed ??= err;
+  }
+  await piping.catch(() => undefined);
+  if (failed) throw failed;
 }
 
 async function addToTar(pack: tar.Pack, root: string, hostPath: string, name: string): Promise<void> {
+  if (pack.destroyed) throw new Error('archive stream closed');
   if (!isWithin(root, hostPath)) return;
   const st = await fs.lstat(hostPath);
   const header: Partial<tar.Header> & { name: string } = {
@@ -127,6 +137,7 @@ async function addToTar(pack: tar.Pack, root: string, hostPath: string, name: st
   } else if (st.isFile()) {
     const stream = pack.entry({ ...header, type: 'file', size: st.size });
     await pipeline(createReadStream(hostPath), stream);
+    if (pack.destroyed) throw new Error('archive stream closed');
   } else if (st.isFIFO()) {
     await entry(pack, { ...header, type: 'fifo' });
   } else if (st.isCharacterDevice() || st.isBlockDevice()) {
@@ -140,7 +151,16 @@ async function addToTar(pack: tar.Pack, root: string, hostPath: string, name: st
 }
 
 function entry(pack: tar.Pack, header: Partial<tar.Header> & { name: string }): Promise<void> {
-  return new Promise((resolve, reject) => pack.entry(header, (err) => (err ? reject(err) : resolve())));
+  return new Promise((resolve, reject) => {
+    // A destroyed pack never calls back: settle on its close instead of hanging.
+    const onClose = () => reject(new Error('archive stream closed'));
+    pack.once('close', onClose);
+    pack.entry(header, (err) => {
+      pack.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    });
+  });
 }
 
 /**

@@ -23,7 +23,7 @@ import type { EventBus } from '../events';
 import type { ImageBackend } from '../image-backend';
 import { Sandbox } from '../sandbox';
 import type { ContainerCounts } from '../system';
-import { mergeWithImage, normaliseHostConfig, signalNumber, validateCreateRequest } from './config-merge';
+import { mergeWithImage, normaliseHostConfig, refuseUnsupported, signalNumber, validateCreateRequest } from './config-merge';
 import { ExecManager } from './exec';
 import { JsonLogWriter, readLogEntries, type LogEntry, type LogQuery } from './json-log';
 import { generateName, validateName } from './names';
@@ -179,6 +179,7 @@ export class ContainerService {
 
   async create(body: unknown, name?: string): Promise<{ Id: string; Warnings: string[] }> {
     const req = validateCreateRequest(body);
+    refuseUnsupported(req);
     let wanted = name ? validateName(name) : undefined;
     if (wanted) this.assertNameFree(wanted);
     const image = await this.opts.images.resolve(req.Image!);
@@ -446,6 +447,7 @@ export class ContainerService {
       if (record.Config.StdinOnce && !stdin.writableEnded) stdin.end();
     });
     a.stdin.on('error', () => (runtime.stdinAttached = false));
+    a.stdin.resume(); // reading the request body may have paused the connection
   }
 
   private async watchExit(record: ContainerRecord, runtime: Runtime): Promise<void> {

@@ -120,9 +120,9 @@ export class ExecManager {
         openStdin: exec.OpenStdin && !opts.detach,
       });
     } catch (err) {
+      // dockerd reports a command that cannot start as exit code 126.
       exec.ExitCode = 126;
       if (err instanceof AgentRequestError && err.errno === 2) {
-        exec.ExitCode = 127;
         throw new PaddockError(
           'invalid',
           `OCI runtime exec failed: exec failed: unable to start container process: exec: "${exec.ProcessConfig.entrypoint}": executable file not found in $PATH: unknown`,
@@ -145,6 +145,9 @@ export class ExecManager {
       streams.stdin.on('end', () => {
         if (!proc.stdin.writableEnded) proc.stdin.end();
       });
+      // Reading the exec-start body paused the connection; a 'data' listener alone would not
+      // restart an explicitly paused stream (the cause of an intermittent `exec -i` hang).
+      streams.stdin.resume();
     }
     const finished = proc.exited
       .then((e) => e.exitCode, () => 137)
