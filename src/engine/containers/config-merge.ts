@@ -26,7 +26,7 @@ const HOST_CONFIG_DEFAULTS = {
   BlkioWeightDevice: [], BlkioDeviceReadBps: [], BlkioDeviceWriteBps: [], BlkioDeviceReadIOps: [],
   BlkioDeviceWriteIOps: [], CpuPeriod: 0, CpuQuota: 0, CpuRealtimePeriod: 0, CpuRealtimeRuntime: 0, CpusetCpus: '',
   CpusetMems: '', Devices: [], DeviceCgroupRules: null, DeviceRequests: null, MemoryReservation: 0, MemorySwap: 0,
-  MemorySwappiness: null, OomKillDisable: null, PidsLimit: null, Ulimits: [], CpuCount: 0, CpuPercent: 0,
+  OomKillDisable: false, Ulimits: [], CpuCount: 0, CpuPercent: 0,
   IOMaximumIOps: 0, IOMaximumBandwidth: 0,
 };
 

@@ -128,7 +128,8 @@ async function addToTar(pack: tar.Pack, root: string, hostPath: string, name: st
     mtime: st.mtime,
   };
   if (st.isDirectory()) {
-    await entry(pack, { ...header, type: 'directory' });
+    // Directory members end in '/', as in the archives dockerd writes.
+    await entry(pack, { ...header, name: name.endsWith('/') ? name : `${name}/`, type: 'directory' });
     for (const child of (await fs.readdir(hostPath)).sort()) {
       await addToTar(pack, root, path.join(hostPath, child), `${name}/${child}`);
     }
