@@ -18,14 +18,18 @@ set +e
 npx jest --ci --runInBand --json --outputFile="$jest_report" "$@"
 jest_status=$?
 compat_status=0
+spec_status=0
 if [ $# -eq 0 ]; then
+  # The router, api-spec/operations.json and the upstream spec must agree.
+  npm run -s api-spec
+  spec_status=$?
   npm run -s compat -- --json "$compat_report"
   compat_status=$?
 fi
 set -e
 
 node -e '
-  const [jestFile, compatFile, compatStatus] = process.argv.slice(1);
+  const [jestFile, compatFile, compatStatus, specStatus] = process.argv.slice(1);
   const j = require(jestFile);
   const erroredSuites = j.testResults.filter((s) => s.status === "failed" && s.assertionResults.length === 0).length;
   let passed = j.numPassedTests, failed = j.numFailedTests + erroredSuites, skipped = j.numPendingTests;
@@ -40,7 +44,8 @@ node -e '
       else failed++;
     }
   }
-  if (!compat && process.argv.length > 3 && compatStatus !== "0") failed++;
+  if (!compat && compatStatus !== "0") failed++;
+  if (specStatus !== "0") failed++;
   console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
-' "$jest_report" "$compat_report" "$compat_status"
-[ "$jest_status" = 0 ] && [ "$compat_status" = 0 ]
+' "$jest_report" "$compat_report" "$compat_status" "$spec_status"
+[ "$jest_status" = 0 ] && [ "$compat_status" = 0 ] && [ "$spec_status" = 0 ]

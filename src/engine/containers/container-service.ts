@@ -468,16 +468,7 @@ export class ContainerService {
     await this.unmountRootfs(record.Id).catch(() => undefined);
     for (const a of this.attachments.get(record.Id) ?? []) a.done();
     this.attachments.delete(record.Id);
-    record.State = {
-      ...record.State,
-      Status: 'exited',
-      Running: false,
-      Paused: false,
-      Restarting: false,
-      Pid: 0,
-      ExitCode: exit.exitCode,
-      FinishedAt: new Date().toISOString(),
-    };
+    record.State = exitedState(record.State, exit.exitCode);
     if (!this.records.has(record.Id)) {
       // Removed (rm -f) while it ran.
       this.publish(record, 'die', { exitCode: String(exit.exitCode) });
@@ -541,7 +532,7 @@ export class ContainerService {
     const timeout = opts.timeoutSeconds ?? record.Config.StopTimeout ?? 10;
     const signal = signalNumber(opts.signal ?? record.Config.StopSignal, 15);
     if (record.State.Paused) await runtime.sandbox.vm.resume().catch(() => undefined);
-    const exited = new Promise<void>((resolve) => this.lifecycle.once(`exit:${record.Id}`, () => resolve()));
+    const exited = this.nextExit(record.Id);
     if (signal !== 9 && timeout !== 0) {
       this.publish(record, 'kill', { signal: String(signal) });
       runtime.main.signal(signal);
@@ -562,7 +553,7 @@ export class ContainerService {
     }
     this.publish(record, 'kill', { signal: String(signal) });
     if (signal === 9) {
-      const exited = new Promise<void>((resolve) => this.lifecycle.once(`exit:${record.Id}`, () => resolve()));
+      const exited = this.nextExit(record.Id);
       await runtime.sandbox.kill();
       await exited;
     } else runtime.main.signal(signal);
@@ -573,7 +564,7 @@ export class ContainerService {
     if (!runtime) return;
     runtime.stopping = true;
     this.publish(record, 'kill', { signal: String(signal) });
-    const exited = new Promise<void>((resolve) => this.lifecycle.once(`exit:${record.Id}`, () => resolve()));
+    const exited = this.nextExit(record.Id);
     await runtime.sandbox.kill();
     await exited;
   }
@@ -740,16 +731,7 @@ export class ContainerService {
       this.records.set(id, record);
       if (record.State.Running || record.State.Restarting) {
         // Its VM died with the previous daemon (QEMU runs with a parent-death signal).
-        record.State = {
-          ...record.State,
-          Status: 'exited',
-          Running: false,
-          Paused: false,
-          Restarting: false,
-          Pid: 0,
-          ExitCode: 137,
-          FinishedAt: new Date().toISOString(),
-        };
+        record.State = exitedState(record.State, 137);
         await this.persist(record);
         toRestart.push(record);
       } else if (record.State.Status === 'exited' && ['always', 'unless-stopped'].includes(record.HostConfig.RestartPolicy?.Name ?? '')) {
@@ -813,6 +795,11 @@ export class ContainerService {
     }
   }
 
+  /** Settles when the container's current run has ended (and its state is recorded). */
+  private nextExit(id: string): Promise<void> {
+    return new Promise((resolve) => this.lifecycle.once(`exit:${id}`, () => resolve()));
+  }
+
   private assertNameFree(name: string): void {
     const holder = [...this.records.values()].find((r) => r.Name === `/${name}`);
     if (holder) {
@@ -841,6 +828,10 @@ export class ContainerService {
       if (this.locks.get(id) === next) this.locks.delete(id);
     }
   }
+}
+
+function exitedState(state: ContainerRecord['State'], exitCode: number): ContainerRecord['State'] {
+  return { ...state, Status: 'exited', Running: false, Paused: false, Restarting: false, Pid: 0, ExitCode: exitCode, FinishedAt: new Date().toISOString() };
 }
 
 /** dockerd's wording for a command that cannot be run, so the CLI maps it to 126/127. */
