@@ -156,6 +156,31 @@ describe('a detached container', () => {
     await fs.rm(tmp, { recursive: true, force: true });
   });
 
+  test('ps -s reports the writable layer\'s size', async () => {
+    await h.docker(['exec', name, 'sh', '-c', 'head -c 200000 /dev/zero > /tmp/big']);
+    const r = await h.docker(['ps', '-s', '--format', '{{.Size}}', '-f', `name=${name}`]);
+    expect(r.stdout).toMatch(/^2\d\d(\.\d+)?kB \(virtual [\d.]+[kM]B\)$/m);
+  });
+
+  test('attach over a websocket carries stdin and output', async () => {
+    await h.docker(['run', '-d', '-i', '--name', 'ws-cat', 'busybox', 'cat']);
+    const { WebSocket } = await import('ws');
+    const socketPath = h.dockerHost.replace('unix://', '');
+    const ws = new WebSocket(`ws+unix://${socketPath}:/v1.44/containers/ws-cat/attach/ws?stream=1&stdin=1&stdout=1&stderr=1`);
+    const received = new Promise<string>((resolve) => {
+      let text = '';
+      ws.on('message', (d: Buffer) => {
+        text += d.toString();
+        if (text.includes('over websocket')) resolve(text);
+      });
+    });
+    await new Promise((resolve) => ws.once('open', resolve));
+    ws.send(Buffer.from('over websocket\n'));
+    expect(await received).toBe('over websocket\n');
+    ws.close();
+    await h.docker(['rm', '-f', 'ws-cat']);
+  });
+
   test('pause and unpause freeze the VM', async () => {
     expect((await h.docker(['pause', name])).code).toBe(0);
     expect((await h.docker(['ps', '--format', '{{.Status}}', '-f', `name=${name}`])).stdout).toContain('(Paused)');

@@ -1,5 +1,7 @@
 /** Container and exec endpoints: HTTP in and out; the container service does the work. */
-import { Readable } from 'node:stream';
+import type { Socket } from 'node:net';
+import { PassThrough, Readable } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
 import { sampleGuest, statsJson, type GuestSample } from '../../engine/containers/container-stats';
 import { extractInto, listChanges, statPath, tarPath } from '../../engine/containers/container-fs';
 import type { ContainerService, WaitCondition } from '../../engine/containers/container-service';
@@ -17,11 +19,12 @@ export function containerRoutes(svc: ContainerService): Route[] {
     {
       method: 'GET',
       path: '/containers/json',
-      handler: (ctx) => {
+      handler: async (ctx) => {
         let list = filterContainers(svc, svc.list(), ctx.filters(), ctx.bool('all'));
         const limit = ctx.int('limit');
         if (limit !== undefined && limit > 0) list = list.slice(0, limit);
-        ctx.json(200, list.map(listView));
+        const withSize = ctx.bool('size');
+        ctx.json(200, await Promise.all(list.map(async (r) => ({ ...listView(r), ...(withSize ? await svc.sizes(r) : {}) }))));
       },
     },
     {
@@ -117,13 +120,7 @@ export function containerRoutes(svc: ContainerService): Route[] {
       },
     },
     { method: 'POST', path: '/containers/{id}/attach', handler: (ctx) => attachHandler(svc, ctx), hijack: true },
-    {
-      method: 'GET',
-      path: '/containers/{id}/attach/ws',
-      handler: () => {
-        throw invalid('attach over websocket is not supported yet; use POST /containers/{id}/attach');
-      },
-    },
+    { method: 'GET', path: '/containers/{id}/attach/ws', handler: (ctx) => attachWebSocketHandler(svc, ctx), hijack: true },
     { method: 'GET', path: '/containers/{id}/logs', handler: (ctx) => logsHandler(svc, ctx) },
     { method: 'GET', path: '/containers/{id}/top', handler: (ctx) => topHandler(svc, ctx) },
     { method: 'GET', path: '/containers/{id}/stats', handler: (ctx) => statsHandler(svc, ctx) },
@@ -238,6 +235,40 @@ async function attachHandler(svc: ContainerService, ctx: RequestContext): Promis
   hijacked.output.on('error', detach);
   await svc.attach(record.Id, sinks);
   hijacked.close();
+}
+
+/**
+ * Attach over a websocket (the `ws` library does the protocol): output goes out as binary
+ * messages, raw as with a TTY (no multiplexing), and messages from the client are stdin.
+ */
+async function attachWebSocketHandler(svc: ContainerService, ctx: RequestContext): Promise<void> {
+  const record = svc.get(ctx.params.id);
+  if (!ctx.upgradeSocket) throw invalid('attach/ws needs a websocket upgrade (Connection: Upgrade, Upgrade: websocket)');
+  const wss = new WebSocketServer({ noServer: true });
+  const ws = await new Promise<WebSocket>((resolve) =>
+    wss.handleUpgrade(ctx.req, ctx.upgradeSocket as Socket, ctx.upgradeHead ?? Buffer.alloc(0), resolve),
+  );
+  const send = (chunk: Buffer) => {
+    if (ws.readyState === ws.OPEN) ws.send(chunk, { binary: true });
+  };
+  if (ctx.bool('logs')) {
+    const { readLogEntries } = await import('../../engine/containers/json-log');
+    const q = { stdout: ctx.bool('stdout'), stderr: ctx.bool('stderr') };
+    for (const e of await readLogEntries(svc.logPath(record.Id), q)) send(Buffer.from(e.log));
+  }
+  if (!ctx.bool('stream')) {
+    ws.close();
+    return;
+  }
+  const stdin = ctx.bool('stdin') ? new PassThrough() : null;
+  const sinks = { stdin, stdout: ctx.bool('stdout') ? send : undefined, stderr: ctx.bool('stderr') ? send : undefined };
+  ws.on('message', (data: Buffer) => stdin?.write(data));
+  ws.on('close', () => {
+    stdin?.end();
+    svc.detachAll(record.Id, sinks);
+  });
+  await svc.attach(record.Id, sinks);
+  ws.close();
 }
 
 async function execStartHandler(svc: ContainerService, ctx: RequestContext): Promise<void> {

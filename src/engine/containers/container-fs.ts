@@ -53,6 +53,32 @@ export async function listChanges(upper: string, lowerDirs: string[]): Promise<C
   return changes;
 }
 
+/** Bytes of regular files under `dir` (hard links counted once), as `docker ps -s` reports. */
+export async function diskUsage(dir: string): Promise<number> {
+  const seen = new Set<string>();
+  let total = 0;
+  const walk = async (d: string): Promise<void> => {
+    let names: string[];
+    try {
+      names = await fs.readdir(d);
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      const p = path.join(d, n);
+      const st = await fs.lstat(p).catch(() => undefined);
+      if (!st) continue;
+      if (st.isDirectory()) await walk(p);
+      else if (st.isFile() && !seen.has(`${st.dev}:${st.ino}`)) {
+        seen.add(`${st.dev}:${st.ino}`);
+        total += st.size;
+      }
+    }
+  };
+  await walk(dir);
+  return total;
+}
+
 /** Go's os.FileMode bits, which `X-Docker-Container-Path-Stat` carries. */
 function goFileMode(st: Stats): number {
   let mode = st.mode & 0o777;

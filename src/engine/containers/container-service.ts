@@ -24,6 +24,7 @@ import type { ImageBackend } from '../image-backend';
 import { Sandbox } from '../sandbox';
 import type { ContainerCounts } from '../system';
 import { mergeWithImage, normaliseHostConfig, refuseUnsupported, signalNumber, validateCreateRequest } from './config-merge';
+import { diskUsage } from './container-fs';
 import { ExecManager } from './exec';
 import { JsonLogWriter, readLogEntries, type LogEntry, type LogQuery } from './json-log';
 import { generateName, validateName } from './names';
@@ -781,6 +782,12 @@ export class ContainerService {
         };
       },
     };
+  }
+
+  /** `SizeRw` (the writable layer) and `SizeRootFs` (with the image), for `docker ps -s`. */
+  async sizes(record: ContainerRecord): Promise<{ SizeRw: number; SizeRootFs: number }> {
+    const [rw, image] = await Promise.all([diskUsage(this.upperDir(record)), this.opts.images.resolve(record.Image).catch(() => undefined)]);
+    return { SizeRw: rw, SizeRootFs: rw + (image?.size ?? 0) };
   }
 
   upperDir(record: ContainerRecord): string {
