@@ -9,6 +9,7 @@ import { Router } from './api/router';
 import { containerRoutes } from './api/routes/containers';
 import { imageRoutes } from './api/routes/images';
 import { systemRoutes } from './api/routes/system';
+import { volumeRoutes } from './api/routes/volumes';
 import { createApiServer } from './api/server';
 import type { DaemonConfig } from './config';
 import { locateGuestImage, type GuestImage } from './drivers/guest/guest-image';
@@ -18,6 +19,7 @@ import { ContainerService } from './engine/containers/container-service';
 import { EventBus } from './engine/events';
 import { ImageService } from './engine/images/image-service';
 import { SystemService } from './engine/system';
+import { VolumeService } from './engine/volumes/volume-service';
 import { logger, setLogLevel } from './util/log';
 
 const log = logger('daemon');
@@ -29,6 +31,7 @@ export interface Engine {
   guest: GuestImage;
   images: ImageService;
   containers: ContainerService;
+  volumes: VolumeService;
   system: SystemService;
 }
 
@@ -56,6 +59,7 @@ export async function buildEngine(config: DaemonConfig): Promise<Engine> {
     events,
     insecureRegistries: config.insecureRegistries,
   });
+  const volumes = await VolumeService.open({ root: path.join(config.dataRoot, 'volumes'), events });
   const containers = await ContainerService.open({
     root: path.join(config.dataRoot, 'containers'),
     events,
@@ -63,6 +67,7 @@ export async function buildEngine(config: DaemonConfig): Promise<Engine> {
     hypervisor,
     guest,
     defaultMemoryMiB: config.defaultMemoryMiB,
+    volumes,
   });
   images.setUsageProbe((imageId) => containers.usersOfImage(imageId));
   const system = new SystemService({
@@ -73,7 +78,7 @@ export async function buildEngine(config: DaemonConfig): Promise<Engine> {
     containerCounts: () => containers.counts(),
     imageCount: () => images.count(),
   });
-  return { config, events, hypervisor, guest, images, containers, system };
+  return { config, events, hypervisor, guest, images, containers, volumes, system };
 }
 
 export function buildRouter(engine: Engine): Router {
@@ -81,6 +86,7 @@ export function buildRouter(engine: Engine): Router {
     ...systemRoutes(engine.system, engine.events),
     ...imageRoutes(engine.images, (ref) => engine.containers.commitInfo(ref)),
     ...containerRoutes(engine.containers),
+    ...volumeRoutes(engine.volumes),
   ]);
 }
 

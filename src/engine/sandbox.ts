@@ -47,6 +47,8 @@ export interface SandboxSpec {
   etcFiles?: { dir: string; files: string[] };
   /** Host directories (bind mounts, volumes) mounted at container paths. */
   mounts?: Array<{ hostPath: string; target: string; readOnly?: boolean }>;
+  /** tmpfs mounts inside the guest (`--tmpfs`), with their mount options. */
+  tmpfs?: Array<{ target: string; options: string; readOnly?: boolean }>;
 }
 
 export interface SandboxTimings {
@@ -130,6 +132,8 @@ export class Sandbox {
         }),
       ]);
       const t2 = performance.now();
+      // The host's clock, to the millisecond (the CMOS clock has seconds; VM clones need it too).
+      await agent.setTime(new Date());
       await agent.mount(shareMount(shareKind, ROOTFS_TAG, CONTAINER_ROOT));
       for (const m of containerMounts()) await agent.mount(m);
       for (const [text, target] of containerSymlinks) await agent.symlink(text, `${CONTAINER_ROOT}${target}`);
@@ -141,6 +145,15 @@ export class Sandbox {
       }
       for (const [i, m] of (spec.mounts ?? []).entries()) {
         await agent.mount(shareMount(shareKind, `m${i}`, `${CONTAINER_ROOT}${m.target}`, m.readOnly));
+      }
+      for (const t of spec.tmpfs ?? []) {
+        await agent.mount({
+          source: 'tmpfs',
+          target: `${CONTAINER_ROOT}${t.target}`,
+          fsType: 'tmpfs',
+          flags: MS_NOSUID | MS_NODEV | (t.readOnly ? MS_RDONLY : 0),
+          data: t.options.split(',').filter((o) => o && o !== 'ro' && o !== 'rw').join(','),
+        });
       }
       if (spec.hostname) await agent.setHostname(spec.hostname);
       const t3 = performance.now();

@@ -10,6 +10,8 @@ import path from 'node:path';
 import { Router } from '../../src/api/router';
 import { containerRoutes } from '../../src/api/routes/containers';
 import { systemRoutes } from '../../src/api/routes/system';
+import { volumeRoutes } from '../../src/api/routes/volumes';
+import { VolumeService } from '../../src/engine/volumes/volume-service';
 import { createApiServer } from '../../src/api/server';
 import { ContainerService } from '../../src/engine/containers/container-service';
 import { EventBus } from '../../src/engine/events';
@@ -37,8 +39,11 @@ export async function startContainerHarness(): Promise<ContainerHarness> {
   const guest = await testGuestImage();
   const images = new FakeImages();
   const events = new EventBus();
-  const open = () =>
-    ContainerService.open({ root: path.join(base, 'containers'), events, images, hypervisor, guest, defaultMemoryMiB: 128 });
+  const open = async () => {
+    volumes = await VolumeService.open({ root: path.join(base, 'volumes'), events });
+    return ContainerService.open({ root: path.join(base, 'containers'), events, images, hypervisor, guest, defaultMemoryMiB: 128, volumes });
+  };
+  let volumes: VolumeService;
   let service = await open();
   let server: http.Server;
   const serve = async () => {
@@ -50,7 +55,7 @@ export async function startContainerHarness(): Promise<ContainerHarness> {
       containerCounts: () => service.counts(),
       imageCount: () => images.count(),
     });
-    server = createApiServer(new Router([...systemRoutes(system, events), ...containerRoutes(service)]));
+    server = createApiServer(new Router([...systemRoutes(system, events), ...containerRoutes(service), ...volumeRoutes(volumes)]));
     await fs.rm(socketPath, { force: true });
     await new Promise<void>((resolve) => server.listen(socketPath, resolve));
   };

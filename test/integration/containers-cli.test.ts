@@ -212,6 +212,62 @@ describe('a detached container', () => {
   });
 });
 
+describe('volumes, bind mounts and tmpfs', () => {
+  let hostDir: string;
+
+  beforeAll(async () => {
+    hostDir = await fs.mkdtemp(path.join(os.tmpdir(), 'paddock-bind-'));
+    await fs.writeFile(path.join(hostDir, 'in.txt'), 'from the host\n');
+  });
+
+  afterAll(() => fs.rm(hostDir, { recursive: true, force: true }));
+
+  test('a named volume keeps data from one container to the next and across a daemon restart', async () => {
+    expect((await h.docker(['volume', 'create', '--label', 'purpose=test', 'keep'])).stdout.trim()).toBe('keep');
+    expect((await h.docker(['run', '--rm', '-v', 'keep:/data', 'busybox', 'sh', '-c', 'echo persisted > /data/f'])).code).toBe(0);
+    expect((await h.docker(['run', '--rm', '-v', 'keep:/data', 'busybox', 'cat', '/data/f'])).stdout).toBe('persisted\n');
+    await h.restartService();
+    const inspect = JSON.parse((await h.docker(['volume', 'inspect', 'keep'])).stdout)[0];
+    expect(inspect).toMatchObject({ Name: 'keep', Driver: 'local', Scope: 'local', Labels: { purpose: 'test' } });
+    expect((await h.docker(['run', '--rm', '-v', 'keep:/data', 'busybox', 'cat', '/data/f'])).stdout).toBe('persisted\n');
+  });
+
+  test('a volume in use cannot be removed (409); --volumes-from shares it', async () => {
+    await h.docker(['run', '-d', '--name', 'holder', '-v', 'keep:/data', 'busybox', 'sleep', '300']);
+    const rm = await h.request('DELETE', '/volumes/keep');
+    expect(rm.status).toBe(409);
+    expect(rm.json().message).toMatch(/^remove keep: volume is in use - \[[0-9a-f]{64}\]$/);
+    expect((await h.docker(['run', '--rm', '--volumes-from', 'holder', 'busybox', 'cat', '/data/f'])).stdout).toBe('persisted\n');
+    const mounts = JSON.parse((await h.docker(['inspect', '-f', '{{json .Mounts}}', 'holder'])).stdout);
+    expect(mounts).toEqual([expect.objectContaining({ Type: 'volume', Name: 'keep', Destination: '/data', RW: true })]);
+    await h.docker(['rm', '-f', 'holder']);
+    expect((await h.docker(['volume', 'rm', 'keep'])).code).toBe(0);
+    expect((await h.docker(['volume', 'ls', '-q'])).stdout).not.toContain('keep');
+  });
+
+  test('bind mounts: host files in, container writes out, :ro is read-only', async () => {
+    const r = await h.docker(['run', '--rm', '-v', `${hostDir}:/host`, 'busybox', 'sh', '-c', 'cat /host/in.txt; echo from the container > /host/out.txt']);
+    expect(r.stdout).toBe('from the host\n');
+    expect(await fs.readFile(path.join(hostDir, 'out.txt'), 'utf8')).toBe('from the container\n');
+    const ro = await h.docker(['run', '--rm', '--mount', `type=bind,source=${hostDir},target=/ro,readonly`, 'busybox', 'sh', '-c', 'echo x > /ro/nope']);
+    expect(ro.code).not.toBe(0);
+    expect(ro.stderr).toContain('Read-only file system');
+  });
+
+  test('an anonymous volume starts with the image\'s content and goes with rm -v', async () => {
+    const id = (await h.docker(['create', '-v', '/etc', 'busybox', 'ls', '/etc'])).stdout.trim();
+    expect((await h.docker(['start', '-a', id])).stdout).toContain('passwd');
+    const volume = JSON.parse((await h.docker(['inspect', '-f', '{{json .Mounts}}', id])).stdout)[0].Name;
+    expect((await h.docker(['rm', '-v', id])).code).toBe(0);
+    expect((await h.docker(['volume', 'ls', '-q'])).stdout).not.toContain(volume);
+  });
+
+  test('--tmpfs mounts a tmpfs with its options', async () => {
+    const r = await h.docker(['run', '--rm', '--tmpfs', '/scratch:size=1m', 'busybox', 'sh', '-c', 'mount | grep " /scratch "']);
+    expect(r.stdout).toMatch(/^tmpfs on \/scratch type tmpfs \(rw,.*size=1024k/);
+  });
+});
+
 test('docker wait returns the exit code', async () => {
   await h.docker(['run', '-d', '--name', 'waiter', 'busybox', 'sh', '-c', 'sleep 1; exit 9']);
   const r = await h.docker(['wait', 'waiter']);
@@ -281,7 +337,7 @@ describe('bad input gets dockerd\'s answers and the daemon stays up', () => {
   });
 
   test('options Paddock cannot honour yet are refused, not silently ignored', async () => {
-    for (const args of [['-v', '/tmp:/host'], ['-p', '127.0.0.1:18080:80'], ['--tmpfs', '/scratch'], ['--network', 'host']]) {
+    for (const args of [['-p', '127.0.0.1:18080:80'], ['--link', 'other:db'], ['--network', 'host']]) {
       const r = await h.docker(['run', '--rm', ...args, 'busybox', 'true']);
       expect(r.code).not.toBe(0);
       expect(r.stderr).toMatch(/not supported by Paddock yet|not available/);

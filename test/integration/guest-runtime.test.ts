@@ -55,6 +55,11 @@ test('the process runs on the guest kernel, not the host one', async () => {
   expect(sandbox.agentInfo.kernelRelease).toBe(r.stdout.trim());
 });
 
+test('the guest\'s wall clock is the host\'s', async () => {
+  const r = await run(['date', '+%s']);
+  expect(Math.abs(Number(r.stdout.trim()) - Date.now() / 1000)).toBeLessThan(5);
+});
+
 test('stdout and stderr arrive separately', async () => {
   const r = await run(['sh', '-c', 'echo to-out; echo to-err >&2']);
   expect(r.stdout).toBe('to-out\n');

@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import type { ContainerService } from '../../engine/containers/container-service';
+import { mountsView } from '../../engine/containers/mounts';
 import type { ContainerRecord } from '../../engine/containers/types';
 import { invalid } from '../../errors';
 
@@ -78,7 +79,7 @@ export function inspectView(svc: ContainerService, record: ContainerRecord): Rec
       },
       Name: 'overlay2',
     },
-    Mounts: [],
+    Mounts: mountsView(record.MountPoints),
     Config: record.Config,
     NetworkSettings: networkSettings(record),
   };
@@ -99,7 +100,7 @@ export function listView(record: ContainerRecord): Record<string, unknown> {
     Status: statusText(record),
     HostConfig: { NetworkMode: record.HostConfig.NetworkMode || 'bridge' },
     NetworkSettings: { Networks: networkSettings(record).Networks },
-    Mounts: [],
+    Mounts: mountsView(record.MountPoints),
   };
 }
 

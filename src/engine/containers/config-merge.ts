@@ -209,10 +209,6 @@ export function refuseUnsupported(req: CreateContainerRequest): void {
     throw notImplemented(`network mode "${mode}" is not supported by Paddock yet (only the default network and none)`);
   }
   const unsupported: Array<[string, unknown]> = [
-    ['bind mounts and volumes (-v, --mount)', [...(hc.Binds ?? []), ...(hc.Mounts ?? [])]],
-    ['volumes declared at run time (-v /path)', req.Volumes],
-    ['--volumes-from', hc.VolumesFrom],
-    ['tmpfs mounts (--tmpfs)', hc.Tmpfs],
     ['published ports (-p, -P)', Object.values(hc.PortBindings ?? {}).filter((b) => nonEmpty(b))],
     ['published ports (-p, -P)', hc.PublishAllPorts],
     ['links (--link)', hc.Links],

@@ -25,7 +25,10 @@ import { Sandbox } from '../sandbox';
 import type { ContainerCounts } from '../system';
 import { mergeWithImage, normaliseHostConfig, refuseUnsupported, signalNumber, validateCreateRequest } from './config-merge';
 import { diskUsage } from './container-fs';
+import type { VolumeService } from '../volumes/volume-service';
 import { ExecManager } from './exec';
+import { resolveMounts } from './mounts';
+import { resolveInRoot } from './scoped-path';
 import { JsonLogWriter, readLogEntries, type LogEntry, type LogQuery } from './json-log';
 import { generateName, validateName } from './names';
 import { resolveUser } from './users';
@@ -40,6 +43,7 @@ export interface ContainerServiceOptions {
   hypervisor: Hypervisor;
   guest: GuestImage;
   defaultMemoryMiB: number;
+  volumes: VolumeService;
 }
 
 /** Where an attached client's output goes; the API layer frames it. */
@@ -89,6 +93,7 @@ export class ContainerService {
 
   static async open(opts: ContainerServiceOptions): Promise<ContainerService> {
     const svc = new ContainerService(opts);
+    opts.volumes.setUsageProbe((name) => svc.list().filter((r) => r.MountPoints?.some((m) => m.Name === name)).map((r) => r.Id));
     await svc.createInitLayer();
     await svc.load();
     return svc;
@@ -186,6 +191,7 @@ export class ContainerService {
     const image = await this.opts.images.resolve(req.Image!);
     const id = randomBytes(32).toString('hex');
     const merged = mergeWithImage(req, image, id);
+    const mountPoints = await resolveMounts(req, image.config?.Volumes, this.opts.volumes, (ref) => this.get(ref));
     wanted ??= generateName((n) => this.find(n) !== undefined);
     const record: ContainerRecord = {
       Id: id,
@@ -211,6 +217,7 @@ export class ContainerService {
       },
       RestartCount: 0,
       NetworkingConfig: req.NetworkingConfig ?? null,
+      MountPoints: mountPoints,
       Platform: 'linux',
     };
     // The name is claimed before the first await that could interleave another create.
@@ -246,6 +253,14 @@ export class ContainerService {
       this.attachments.delete(record.Id);
       this.publish(record, 'destroy');
       this.lifecycle.emit(`removed:${record.Id}`);
+      if (opts.volumes) {
+        // `rm -v`: the container's anonymous volumes go with it (named ones stay).
+        for (const m of record.MountPoints ?? []) {
+          if (m.Type === 'volume' && m.Name && this.opts.volumes.find(m.Name)?.Anonymous) {
+            await this.opts.volumes.remove(m.Name).catch(() => undefined);
+          }
+        }
+      }
     });
   }
 
@@ -315,6 +330,8 @@ export class ContainerService {
         ? Math.max(64, Math.ceil(record.HostConfig.Memory / (1024 * 1024)))
         : this.opts.defaultMemoryMiB;
       const vcpus = record.HostConfig.NanoCpus ? Math.max(1, Math.ceil(record.HostConfig.NanoCpus / 1e9)) : 1;
+      const points = [...(record.MountPoints ?? [])].sort((a, b) => a.Destination.split('/').length - b.Destination.split('/').length);
+      for (const m of points) if (m.Type === 'volume') await copyUpIfEmpty(rootfs.merged, m.Destination, m.Source);
       sandbox = await Sandbox.start(this.opts.hypervisor, this.opts.guest, {
         id,
         rootfsDir: rootfs.merged,
@@ -322,6 +339,10 @@ export class ContainerService {
         vcpus,
         hostname: record.Config.Hostname,
         etcFiles: { dir: etcDir, files: ['hostname', 'hosts', 'resolv.conf'] },
+        mounts: points
+          .filter((m) => m.Type !== 'tmpfs')
+          .map((m) => ({ hostPath: m.Source, target: m.Destination, readOnly: !m.RW })),
+        tmpfs: points.filter((m) => m.Type === 'tmpfs').map((m) => ({ target: m.Destination, options: m.TmpfsOptions ?? '', readOnly: !m.RW })),
       });
       const logWriter = new JsonLogWriter(this.logPath(id));
       await logWriter.init();
@@ -835,6 +856,18 @@ export class ContainerService {
       if (this.locks.get(id) === next) this.locks.delete(id);
     }
   }
+}
+
+/**
+ * A new (empty) volume mounted over a directory of the image starts with that directory's
+ * content, as dockerd does; the path is resolved inside the container's root.
+ */
+async function copyUpIfEmpty(mergedRoot: string, destination: string, volumeDir: string): Promise<void> {
+  if ((await fs.readdir(volumeDir).catch(() => ['?'])).length > 0) return;
+  const source = await resolveInRoot(mergedRoot, destination);
+  const st = await fs.stat(source).catch(() => undefined);
+  if (!st?.isDirectory()) return;
+  await fs.cp(source, volumeDir, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
 }
 
 function exitedState(state: ContainerRecord['State'], exitCode: number): ContainerRecord['State'] {

@@ -78,6 +78,22 @@ export interface ContainerState {
   };
 }
 
+/** A mount of the container, in the shape of inspect's `Mounts` entries. */
+export interface MountPoint {
+  Type: 'bind' | 'volume' | 'tmpfs';
+  /** Volume name (volumes only). */
+  Name?: string;
+  /** Host path (bind) or the volume's directory. */
+  Source: string;
+  Destination: string;
+  Driver?: string;
+  Mode: string;
+  RW: boolean;
+  Propagation: string;
+  /** tmpfs mount options ("size=64m,mode=1777"). */
+  TmpfsOptions?: string;
+}
+
 /** What is persisted per container (config.json in its directory). */
 export interface ContainerRecord {
   Id: string;
@@ -95,6 +111,7 @@ export interface ContainerRecord {
   /** Set when the user stopped it (unless-stopped must not restart it). */
   ManuallyStopped?: boolean;
   NetworkingConfig?: { EndpointsConfig?: Record<string, unknown> } | null;
+  MountPoints?: MountPoint[];
   /** Largest exec / process id used, so ids stay unique across restarts. */
   Platform: 'linux';
 }
