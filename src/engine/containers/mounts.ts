@@ -25,9 +25,12 @@ export async function resolveMounts(
 ): Promise<MountPoint[]> {
   const hc = req.HostConfig ?? {};
   const byDest = new Map<string, MountPoint>();
+  const checkDestination = (dest: string) => {
+    if (!path.posix.isAbsolute(dest)) throw invalid(`invalid mount config: mount path must be absolute: ${dest}`);
+    if (dest === '/') throw invalid('invalid specification: destination can\'t be \'/\'');
+  };
   const add = (m: MountPoint) => {
-    if (!path.posix.isAbsolute(m.Destination)) throw invalid(`invalid mount config: mount path must be absolute: ${m.Destination}`);
-    if (m.Destination === '/') throw invalid('invalid specification: destination can\'t be \'/\'');
+    checkDestination(m.Destination);
     byDest.set(path.posix.normalize(m.Destination), m);
   };
   const volumeMount = async (name: string | undefined, dest: string, rw: boolean, anonymous: boolean): Promise<MountPoint> => {
@@ -50,6 +53,7 @@ export async function resolveMounts(
     const [source, dest, opts = ''] = parts;
     const options = opts.split(',').filter(Boolean);
     const rw = !options.includes('ro');
+    checkDestination(dest); // before anything is created on the host
     if (path.posix.isAbsolute(source)) {
       // As dockerd does for -v: a missing host directory is created.
       if (!existsSync(source)) await fs.mkdir(source, { recursive: true });
