@@ -268,6 +268,22 @@ describe('volumes, bind mounts and tmpfs', () => {
   });
 });
 
+test('healthchecks run in the container and drive State.Health, ps and health_status events', async () => {
+  const since = Math.floor(Date.now() / 1000) - 1;
+  await h.docker(['run', '-d', '--name', 'checked', '--health-cmd', 'test -f /tmp/ok', '--health-interval', '300ms', '--health-retries', '2', 'busybox', 'sleep', '300']);
+  const health = async () => JSON.parse((await h.docker(['inspect', '-f', '{{json .State.Health}}', 'checked'])).stdout);
+  expect(await waitUntil(async () => (await health()).Status === 'unhealthy', 20_000)).toBe(true);
+  expect((await health()).Log[0]).toMatchObject({ ExitCode: 1 });
+  await h.docker(['exec', 'checked', 'touch', '/tmp/ok']);
+  expect(await waitUntil(async () => (await health()).Status === 'healthy', 20_000)).toBe(true);
+  expect((await h.docker(['ps', '--format', '{{.Status}}', '-f', 'name=checked'])).stdout).toMatch(/\(healthy\)/);
+  const until = Math.floor(Date.now() / 1000) + 1;
+  const events = await h.docker(['events', '--since', String(since), '--until', String(until), '--format', '{{.Action}}', '--filter', 'container=checked']);
+  expect(events.stdout).toContain('health_status: unhealthy');
+  expect(events.stdout).toContain('health_status: healthy');
+  await h.docker(['rm', '-f', 'checked']);
+});
+
 test('docker wait returns the exit code', async () => {
   await h.docker(['run', '-d', '--name', 'waiter', 'busybox', 'sh', '-c', 'sleep 1; exit 9']);
   const r = await h.docker(['wait', 'waiter']);

@@ -27,6 +27,7 @@ import { mergeWithImage, normaliseHostConfig, refuseUnsupported, signalNumber, v
 import { diskUsage } from './container-fs';
 import type { VolumeService } from '../volumes/volume-service';
 import { ExecManager } from './exec';
+import { HealthMonitor, probeCommand } from './health';
 import { resolveMounts } from './mounts';
 import { resolveInRoot } from './scoped-path';
 import { JsonLogWriter, readLogEntries, type LogEntry, type LogQuery } from './json-log';
@@ -65,6 +66,7 @@ interface Runtime {
   /** Set while the daemon itself is stopping or killing it. */
   stopping?: boolean;
   stdinAttached: boolean;
+  health?: HealthMonitor;
 }
 
 export interface WaitResult {
@@ -384,6 +386,7 @@ export class ContainerService {
         FinishedAt: ZERO_TIME,
       };
       record.ManuallyStopped = false;
+      runtime.health = this.startHealthMonitor(record, runtime, user);
       await this.persist(record);
       this.publish(record, 'start');
       void this.watchExit(record, runtime);
@@ -407,6 +410,26 @@ export class ContainerService {
       }
       throw err;
     }
+  }
+
+  private startHealthMonitor(record: ContainerRecord, runtime: Runtime, user: { uid: number; gid: number; groups: number[] }): HealthMonitor | undefined {
+    const command = probeCommand(record.Config.Healthcheck);
+    if (!command || !record.Config.Healthcheck) {
+      delete record.State.Health;
+      return undefined;
+    }
+    const monitor = new HealthMonitor(command, record.Config.Healthcheck, {
+      run: (spec) => runtime.sandbox.exec(spec),
+      processSpec: { env: this.processEnv(record), cwd: record.Config.WorkingDir || '/', uid: user.uid, gid: user.gid, groups: user.groups },
+      update: (health, changed) => {
+        if (this.runtimes.get(record.Id) !== runtime) return;
+        record.State.Health = health;
+        void this.persist(record).catch(() => undefined);
+        if (changed) this.publish(record, `health_status: ${health.Status}`);
+      },
+    });
+    record.State.Health = monitor.health;
+    return monitor;
   }
 
   private processEnv(record: ContainerRecord): string[] {
@@ -483,6 +506,7 @@ export class ContainerService {
       // The VM went away under the process (killed, or crashed): SIGKILL semantics.
       exit = { exitCode: 137, signal: 9 };
     }
+    runtime.health?.stop();
     await runtime.log.close();
     await sandbox.kill();
     this.runtimes.delete(record.Id);
