@@ -5,7 +5,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { sampleGuest, statsJson, type GuestSample } from '../../engine/containers/container-stats';
 import { extractInto, listChanges, statPath, tarPath } from '../../engine/containers/container-fs';
 import type { ContainerService, WaitCondition } from '../../engine/containers/container-service';
-import type { LogEntry } from '../../engine/containers/json-log';
+import { readLogEntries, type LogEntry } from '../../engine/containers/json-log';
 import { invalid, notFound } from '../../errors';
 import type { RequestContext } from '../context';
 import type { Route } from '../router';
@@ -212,12 +212,7 @@ async function attachHandler(svc: ContainerService, ctx: RequestContext): Promis
   await readBodyBeforeHijack(ctx); // dockerd ignores an attach request's body
   const hijacked = ctx.hijack(tty ? RAW_STREAM : MULTIPLEXED_STREAM);
   const writers = outputWriters(ctx, tty, hijacked.output);
-  if (ctx.bool('logs')) {
-    const { readLogEntries } = await import('../../engine/containers/json-log');
-    for (const e of await readLogEntries(svc.logPath(record.Id), { stdout: wantStdout, stderr: wantStderr })) {
-      (e.stream === 'stdout' ? writers.stdout : writers.stderr)(Buffer.from(e.log));
-    }
-  }
+  if (ctx.bool('logs')) await replayLogs(svc, record.Id, ctx, (e) => (e.stream === 'stdout' ? writers.stdout : writers.stderr)(Buffer.from(e.log)));
   if (!ctx.bool('stream', true)) {
     hijacked.close();
     return;
@@ -237,6 +232,11 @@ async function attachHandler(svc: ContainerService, ctx: RequestContext): Promis
   hijacked.close();
 }
 
+/** `logs=1` on attach: the stored output of the streams the client asked for, before live output. */
+async function replayLogs(svc: ContainerService, id: string, ctx: RequestContext, write: (e: LogEntry) => void): Promise<void> {
+  for (const e of await readLogEntries(svc.logPath(id), { stdout: ctx.bool('stdout'), stderr: ctx.bool('stderr') })) write(e);
+}
+
 /**
  * Attach over a websocket (the `ws` library does the protocol): output goes out as binary
  * messages, raw as with a TTY (no multiplexing), and messages from the client are stdin.
@@ -251,11 +251,7 @@ async function attachWebSocketHandler(svc: ContainerService, ctx: RequestContext
   const send = (chunk: Buffer) => {
     if (ws.readyState === ws.OPEN) ws.send(chunk, { binary: true });
   };
-  if (ctx.bool('logs')) {
-    const { readLogEntries } = await import('../../engine/containers/json-log');
-    const q = { stdout: ctx.bool('stdout'), stderr: ctx.bool('stderr') };
-    for (const e of await readLogEntries(svc.logPath(record.Id), q)) send(Buffer.from(e.log));
-  }
+  if (ctx.bool('logs')) await replayLogs(svc, record.Id, ctx, (e) => send(Buffer.from(e.log)));
   if (!ctx.bool('stream')) {
     ws.close();
     return;

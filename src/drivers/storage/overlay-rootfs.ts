@@ -43,10 +43,13 @@ export async function mountOverlayRootfs(containerDir: string, lowerDirs: string
   return {
     merged,
     upper,
-    unmount: async () => {
-      if (await isMountPoint(merged)) await run('umount', ['-l', merged]);
-    },
+    unmount: () => unmountOverlay(merged),
   };
+}
+
+/** Unmounts a container rootfs if it is mounted (lazily by default: nothing can keep it busy). */
+export async function unmountOverlay(merged: string, lazy = true): Promise<void> {
+  if (await isMountPoint(merged)) await run('umount', lazy ? ['-l', merged] : [merged]);
 }
 
 export async function isMountPoint(dir: string): Promise<boolean> {

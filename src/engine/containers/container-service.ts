@@ -16,7 +16,7 @@ import { AgentRequestError } from '../../drivers/agent/agent-client';
 import type { GuestImage } from '../../drivers/guest/guest-image';
 import type { Hypervisor } from '../../drivers/hypervisor/hypervisor';
 import { ObjectDirectory } from '../../drivers/storage/state-store';
-import { isMountPoint, mountOverlayRootfs } from '../../drivers/storage/overlay-rootfs';
+import { mountOverlayRootfs, unmountOverlay } from '../../drivers/storage/overlay-rootfs';
 import { conflict, invalid, notFound, notModified, PaddockError, unavailable } from '../../errors';
 import { logger } from '../../util/log';
 import type { EventBus } from '../events';
@@ -30,7 +30,7 @@ import { ExecManager } from './exec';
 import { HealthMonitor, probeCommand } from './health';
 import { resolveMounts } from './mounts';
 import { resolveInRoot } from './scoped-path';
-import { JsonLogWriter, readLogEntries, type LogEntry, type LogQuery } from './json-log';
+import { JsonLogWriter, matches, readLogEntries, type LogEntry, type LogQuery } from './json-log';
 import { generateName, validateName } from './names';
 import { resolveUser } from './users';
 import { ZERO_TIME, type ContainerRecord, type HostConfig } from './types';
@@ -730,7 +730,6 @@ export class ContainerService {
       for (const e of await readLogEntries(file, q, upTo)) onEntry(e);
       if (!writer || signal.aborted) return;
       writer.off('entry', onLive);
-      const { matches } = await import('./json-log');
       for (const [e, at] of live) if (at >= upTo && matches(e, { ...q, tail: undefined })) onEntry(e);
       const forward = (e: LogEntry) => {
         if (matches(e, { ...q, tail: undefined })) onEntry(e);
@@ -839,12 +838,8 @@ export class ContainerService {
     return path.join(this.containerDir(record.Id), 'rootfs', 'upper');
   }
 
-  private async unmountRootfs(id: string): Promise<void> {
-    const merged = path.join(this.containerDir(id), 'rootfs', 'merged');
-    if (await isMountPoint(merged)) {
-      const { execFile } = await import('node:child_process');
-      await new Promise<void>((resolve, reject) => execFile('umount', [merged], (err) => (err ? reject(err) : resolve())));
-    }
+  private unmountRootfs(id: string): Promise<void> {
+    return unmountOverlay(path.join(this.containerDir(id), 'rootfs', 'merged'), false);
   }
 
   /** Settles when the container's current run has ended (and its state is recorded). */
