@@ -14,6 +14,8 @@ export interface HypervisorCapabilities {
   hotplugDisk: boolean;
   hotplugNic: boolean;
   pause: boolean;
+  /** NIC backends the driver can attach, in order of preference. */
+  nicBackends: Array<NicBackend['kind']>;
   /** The VM can be saved and restored (VM templates). */
   snapshot: boolean;
   resizeMemory: boolean;
@@ -44,12 +46,22 @@ export interface DiskSpec {
   format?: 'raw' | 'qcow2';
 }
 
+/**
+ * One virtual NIC. Paddock gives a VM at most one NIC, a trunk: every network the container is on
+ * is an 802.1Q VLAN on it, so `docker network connect` on a running container needs no device
+ * hotplug (see src/drivers/network/). The backend is where the NIC's frames go.
+ */
 export interface NicSpec {
   id: string;
   mac: string;
-  /** Host tap device name (created by the network layer). */
-  tap: string;
+  backend: NicBackend;
 }
+
+export type NicBackend =
+  /** A unix stream socket on which Paddock's switch listens; frames carry a 4-byte big-endian length (QEMU's `-netdev stream`). */
+  | { kind: 'unix-stream'; path: string }
+  /** A host tap device (created by the network layer, in the daemon's network namespace). */
+  | { kind: 'tap'; name: string };
 
 export interface VmSpec {
   /** Unique, filesystem-safe name of the VM (the container ID). */

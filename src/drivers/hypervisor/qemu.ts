@@ -104,6 +104,7 @@ export class QemuHypervisor implements Hypervisor {
       hotplugDisk: pci,
       hotplugNic: pci,
       pause: true,
+      nicBackends: ['unix-stream', 'tap'],
       snapshot: true,
       resizeMemory: false,
       resizeCpus: false,
@@ -214,7 +215,7 @@ export class QemuHypervisor implements Hypervisor {
     }
     for (const n of spec.nics ?? []) {
       args.push(
-        '-netdev', `tap,id=${n.id},ifname=${n.tap},script=no,downscript=no`,
+        '-netdev', netdevOption(n),
         '-device', `${dev('virtio-net')},netdev=${n.id},mac=${n.mac},id=dev-${n.id}`,
       );
     }
@@ -342,7 +343,7 @@ class QemuVm implements Vm {
 
   async addNic(nic: NicSpec): Promise<void> {
     this.requirePci('NICs');
-    await this.qmp.execute('netdev_add', { type: 'tap', id: nic.id, ifname: nic.tap, script: 'no', downscript: 'no' });
+    await this.qmp.execute('netdev_add', netdevQmp(nic));
     await this.qmp.execute('device_add', { driver: 'virtio-net-pci', netdev: nic.id, mac: nic.mac, id: `dev-${nic.id}` });
   }
 
@@ -385,6 +386,19 @@ function blockdevJson(d: DiskSpec): string {
 /** QEMU's option parser splits on ','; a literal comma is written twice. */
 function escapeOpt(value: string): string {
   return value.replace(/,/g, ',,');
+}
+
+/** `-netdev` value for a NIC backend. */
+function netdevOption(nic: NicSpec): string {
+  return nic.backend.kind === 'tap'
+    ? `tap,id=${nic.id},ifname=${nic.backend.name},script=no,downscript=no`
+    : `stream,id=${nic.id},server=off,addr.type=unix,addr.path=${escapeOpt(nic.backend.path)}`;
+}
+
+function netdevQmp(nic: NicSpec): Record<string, unknown> {
+  return nic.backend.kind === 'tap'
+    ? { type: 'tap', id: nic.id, ifname: nic.backend.name, script: 'no', downscript: 'no' }
+    : { type: 'stream', id: nic.id, server: false, addr: { type: 'unix', path: nic.backend.path } };
 }
 
 let setprivPath: string | null | undefined;
