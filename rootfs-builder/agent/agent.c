@@ -16,6 +16,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pty.h>
 #include <sched.h>
@@ -70,6 +72,7 @@ enum {
 	M_READY = 1, M_RESULT = 2, M_STDOUT = 4, M_STDERR = 5, M_EXIT = 6, M_WINDOW_G = 7, M_PONG = 8,
 	M_MOUNT = 10, M_START = 11, M_STDIN = 12, M_SIGNAL = 13, M_RESIZE = 14, M_WINDOW_H = 15,
 	M_PING = 16, M_SHUTDOWN = 17, M_SET_TIME = 18, M_SYMLINK = 19, M_HOSTNAME = 20, M_PS = 21, M_READ_FILE = 22,
+	M_NET_ADD = 23, M_NET_REMOVE = 24, M_DNS_QUERY = 25, M_DNS_ANSWER = 26,
 };
 enum {
 	T_VERSION = 1, T_KERNEL = 2, T_AGENT = 3,
@@ -78,7 +81,11 @@ enum {
 	T_SOURCE = 20, T_TARGET = 21, T_FSTYPE = 22, T_MFLAGS = 23, T_DATA = 24, T_STDIN_OPEN = 25,
 	T_ERRNO = 30, T_MESSAGE = 31, T_PID = 32, T_EXIT_CODE = 33, T_SIGNAL = 34, T_BYTES = 35,
 	T_SIGNUM = 36, T_SECONDS = 40, T_NANOS = 41, T_PIDNS = 26, T_JOIN_PIDNS_OF = 27,
+	T_IFNAME = 50, T_VLAN = 51, T_MAC = 52, T_IPV4 = 53, T_PREFIX = 54, T_GATEWAY = 55, T_MTU = 56,
 };
+
+/* VM templates (issue 7): the host restored this VM from a saved template (see handle_restored). */
+enum { M_RESTORED = 40 };
 
 /* ---------- small utilities ---------- */
 
@@ -690,6 +697,197 @@ static void handle_set_time(uint32_t id, const uint8_t *pl, uint32_t n)
 	send_result(id, clock_settime(CLOCK_REALTIME, &ts) < 0 ? errno : 0, NULL, 0);
 }
 
+/* ---------- networks: VLAN interfaces on the trunk NIC, and the 127.0.0.11 resolver ---------- */
+
+/*
+ * The VM has at most one NIC, a trunk to the host's switch. Each network the container is on is
+ * an 802.1Q VLAN on it, which the agent adds as an interface named as Docker names them (eth0,
+ * eth1, ...). Old-style ioctls do it all: no netlink code, nothing in the initramfs but us.
+ */
+#define TRUNK_NAME "trunk0"
+#define SIOCSIFVLAN_ 0x8983
+struct vlan_ioctl_args_ {
+	int cmd;
+	char device1[24];
+	union { char device2[24]; int VID; unsigned int name_type; } u;
+	short vlan_qos;
+};
+enum { ADD_VLAN_CMD_ = 0, DEL_VLAN_CMD_ = 1, SET_VLAN_NAME_TYPE_CMD_ = 6, VLAN_NAME_TYPE_RAW_PLUS_VID_NO_PAD_ = 3 };
+
+static int net_sock = -1;
+static int trunk_ready;
+
+static int ifreq_ioctl(unsigned long req, const char *name, struct ifreq *ifr)
+{
+	if (net_sock < 0) net_sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	snprintf(ifr->ifr_name, IFNAMSIZ, "%s", name);
+	return ioctl(net_sock, req, ifr);
+}
+
+static int if_set_up(const char *name)
+{
+	struct ifreq ifr; memset(&ifr, 0, sizeof ifr);
+	if (ifreq_ioctl(SIOCGIFFLAGS, name, &ifr) < 0) return -1;
+	ifr.ifr_flags |= IFF_UP;
+	return ifreq_ioctl(SIOCSIFFLAGS, name, &ifr);
+}
+
+/* The kernel calls the virtio-net device eth0; it becomes trunk0 so that eth0 can be a VLAN. */
+static int ensure_trunk(void)
+{
+	if (trunk_ready) return 0;
+	DIR *d = opendir("/sys/class/net");
+	if (!d) return -1;
+	struct dirent *e;
+	char found[IFNAMSIZ] = "";
+	while ((e = readdir(d))) {
+		char link[300];
+		struct stat st;
+		if (e->d_name[0] == '.' || strlen(e->d_name) >= IFNAMSIZ) continue;
+		snprintf(link, sizeof link, "/sys/class/net/%s/device", e->d_name);
+		if (stat(link, &st) == 0) { memcpy(found, e->d_name, strlen(e->d_name) + 1); break; }
+	}
+	closedir(d);
+	if (!found[0]) { errno = ENODEV; return -1; }
+	if (strcmp(found, TRUNK_NAME) != 0) {
+		struct ifreq ifr; memset(&ifr, 0, sizeof ifr);
+		snprintf(ifr.ifr_newname, IFNAMSIZ, "%s", TRUNK_NAME);
+		if (ifreq_ioctl(SIOCSIFNAME, found, &ifr) < 0) return -1;
+	}
+	struct vlan_ioctl_args_ va; memset(&va, 0, sizeof va);
+	va.cmd = SET_VLAN_NAME_TYPE_CMD_; va.u.name_type = VLAN_NAME_TYPE_RAW_PLUS_VID_NO_PAD_;
+	if (ioctl(net_sock, SIOCSIFVLAN_, &va) < 0) return -1;
+	if (if_set_up(TRUNK_NAME) < 0) return -1;
+	trunk_ready = 1;
+	return 0;
+}
+
+static void put_sin(struct sockaddr *sa, const uint8_t *ip4)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)sa;
+	memset(sin, 0, sizeof *sin);
+	sin->sin_family = AF_INET;
+	memcpy(&sin->sin_addr, ip4, 4);
+}
+
+static void handle_net_add(uint32_t id, const uint8_t *pl, uint32_t n)
+{
+	char name[IFNAMSIZ] = "";
+	uint32_t vid = 0, prefix = 0, mtu = 0;
+	const uint8_t *mac = NULL, *ip = NULL, *gw = NULL;
+	struct tlv_it it = { pl, pl + n };
+	uint16_t tag; const uint8_t *v; uint32_t len;
+	while (tlv_next(&it, &tag, &v, &len)) {
+		if (tag == T_IFNAME && len > 0 && len < IFNAMSIZ) { memcpy(name, v, len); name[len] = 0; }
+		if (tag == T_VLAN && len == 4) vid = get32(v);
+		if (tag == T_PREFIX && len == 4) prefix = get32(v);
+		if (tag == T_MTU && len == 4) mtu = get32(v);
+		if (tag == T_MAC && len == 6) mac = v;
+		if (tag == T_IPV4 && len == 4) ip = v;
+		if (tag == T_GATEWAY && len == 4) gw = v;
+	}
+	if (!name[0] || vid < 1 || vid > 4094 || !mac || !ip || prefix > 32) { send_result(id, EINVAL, "net add: IFNAME, VLAN, MAC, IPV4 required", 0); return; }
+	if (ensure_trunk() < 0) { send_result(id, errno, "net add: trunk NIC", 0); return; }
+	struct vlan_ioctl_args_ va; memset(&va, 0, sizeof va);
+	va.cmd = ADD_VLAN_CMD_; snprintf(va.device1, sizeof va.device1, "%s", TRUNK_NAME); va.u.VID = vid;
+	if (ioctl(net_sock, SIOCSIFVLAN_, &va) < 0) { send_result(id, errno, "net add: vlan", 0); return; }
+	char vname[IFNAMSIZ];
+	snprintf(vname, sizeof vname, "%s.%u", TRUNK_NAME, vid);
+	struct ifreq ifr; memset(&ifr, 0, sizeof ifr);
+	snprintf(ifr.ifr_newname, IFNAMSIZ, "%s", name);
+	const char *step = "rename";
+	if (ifreq_ioctl(SIOCSIFNAME, vname, &ifr) < 0) goto fail_vlan;
+	memset(&ifr, 0, sizeof ifr);
+	ifr.ifr_hwaddr.sa_family = 1; /* ARPHRD_ETHER */
+	memcpy(ifr.ifr_hwaddr.sa_data, mac, 6);
+	step = "mac";
+	if (ifreq_ioctl(SIOCSIFHWADDR, name, &ifr) < 0) goto fail_named;
+	if (mtu) { memset(&ifr, 0, sizeof ifr); ifr.ifr_mtu = mtu; ifreq_ioctl(SIOCSIFMTU, name, &ifr); }
+	memset(&ifr, 0, sizeof ifr); put_sin(&ifr.ifr_addr, ip);
+	step = "address";
+	if (ifreq_ioctl(SIOCSIFADDR, name, &ifr) < 0) goto fail_named;
+	uint8_t mask[4]; uint32_t m = prefix ? 0xffffffffu << (32 - prefix) : 0; put32(mask, m);
+	memset(&ifr, 0, sizeof ifr); put_sin(&ifr.ifr_netmask, mask);
+	step = "netmask";
+	if (ifreq_ioctl(SIOCSIFNETMASK, name, &ifr) < 0) goto fail_named;
+	step = "up";
+	if (if_set_up(name) < 0) goto fail_named;
+	if (gw) {
+		struct rtentry rt; memset(&rt, 0, sizeof rt);
+		uint8_t zero[4] = { 0 };
+		put_sin(&rt.rt_dst, zero); put_sin(&rt.rt_genmask, zero); put_sin(&rt.rt_gateway, gw);
+		rt.rt_flags = RTF_UP | RTF_GATEWAY; rt.rt_dev = name;
+		if (ioctl(net_sock, SIOCADDRT, &rt) < 0 && errno != EEXIST) { step = "default route"; goto fail_named; }
+	}
+	send_result(id, 0, NULL, 0);
+	return;
+fail_named:
+	snprintf(vname, sizeof vname, "%s", name);
+fail_vlan: {
+		int err = errno;
+		char msg[64]; snprintf(msg, sizeof msg, "net add: %s", step);
+		memset(&va, 0, sizeof va); va.cmd = DEL_VLAN_CMD_; snprintf(va.device1, sizeof va.device1, "%s", vname);
+		ioctl(net_sock, SIOCSIFVLAN_, &va);
+		send_result(id, err, msg, 0);
+	}
+}
+
+static void handle_net_remove(uint32_t id, const uint8_t *pl, uint32_t n)
+{
+	char name[IFNAMSIZ] = "";
+	struct tlv_it it = { pl, pl + n };
+	uint16_t tag; const uint8_t *v; uint32_t len;
+	while (tlv_next(&it, &tag, &v, &len))
+		if (tag == T_IFNAME && len > 0 && len < IFNAMSIZ) { memcpy(name, v, len); name[len] = 0; }
+	if (!name[0]) { send_result(id, EINVAL, "net remove: IFNAME required", 0); return; }
+	struct vlan_ioctl_args_ va; memset(&va, 0, sizeof va);
+	va.cmd = DEL_VLAN_CMD_; snprintf(va.device1, sizeof va.device1, "%s", name);
+	if (net_sock < 0) net_sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	send_result(id, ioctl(net_sock, SIOCSIFVLAN_, &va) < 0 ? errno : 0, NULL, 0);
+}
+
+/*
+ * Docker's embedded resolver answers at 127.0.0.11. Here the agent listens there and hands each
+ * query to the host over the channel, where the daemon knows every container name and alias;
+ * no route from the VM to the host is needed for name resolution.
+ */
+#define DNS_SLOTS 64
+static int dns_fd = -1;
+static struct { uint32_t id; struct sockaddr_in from; } dns_pending[DNS_SLOTS];
+static uint32_t dns_next_id = 1;
+
+static void dns_open(void)
+{
+	dns_fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (dns_fd < 0) return;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(53) };
+	a.sin_addr.s_addr = htonl(0x7f00000b);
+	if (bind(dns_fd, (struct sockaddr *)&a, sizeof a) < 0) { logmsg("agent: dns bind: %s", strerror(errno)); close(dns_fd); dns_fd = -1; }
+}
+
+static void dns_read(void)
+{
+	static uint8_t q[4096];
+	for (;;) {
+		struct sockaddr_in from; socklen_t fl = sizeof from;
+		ssize_t r = recvfrom(dns_fd, q, sizeof q, 0, (struct sockaddr *)&from, &fl);
+		if (r <= 0) return;
+		if (r < 12) continue;
+		uint32_t id = dns_next_id++;
+		if (!dns_next_id) dns_next_id = 1;
+		dns_pending[id % DNS_SLOTS].id = id; /* a slot reused before its answer came: that query times out */
+		dns_pending[id % DNS_SLOTS].from = from;
+		send_frame(M_DNS_QUERY, id, q, r);
+	}
+}
+
+static void dns_answer(uint32_t id, const uint8_t *pl, uint32_t n)
+{
+	if (dns_fd < 0 || !id || dns_pending[id % DNS_SLOTS].id != id) return;
+	dns_pending[id % DNS_SLOTS].id = 0;
+	sendto(dns_fd, pl, n, 0, (struct sockaddr *)&dns_pending[id % DNS_SLOTS].from, sizeof(struct sockaddr_in));
+}
+
 static void flush_channel(void)
 {
 	/* Best effort, blocking: the host should see our last answer before the VM goes. */
@@ -710,6 +908,40 @@ static void power_off(void)
 	/* With reboot=t and QEMU's -no-reboot, a reset ends the VM; ACPI power-off is not needed. */
 	reboot(RB_AUTOBOOT);
 	_exit(0);
+}
+
+/*
+ * RESTORED: this VM is a clone of a saved template, so its kernel RNG state is the template's and
+ * every clone would draw the same "random" bytes. Mix in the host's fresh bytes (DATA) and force a
+ * CRNG reseed before anything else runs, then say READY again as after a boot. A clone whose RNG
+ * cannot be reseeded must not run: power off instead. /proc/sys/kernel/random/boot_id is generated
+ * on first read, which the template never does, so each clone gets its own after this.
+ */
+#define RNDADDENTROPY_ 0x40085203 /* _IOW('R', 0x03, int[2]) */
+#define RNDRESEEDCRNG_ 0x5207     /* _IO('R', 0x07) */
+static void handle_restored(uint32_t id, const uint8_t *pl, uint32_t n)
+{
+	(void)id;
+	struct { int entropy_count; int buf_size; uint8_t buf[512]; } pool = { 0 };
+	struct tlv_it it = { pl, pl + n };
+	uint16_t tag; const uint8_t *v; uint32_t len;
+	while (tlv_next(&it, &tag, &v, &len))
+		if (tag == T_DATA && len <= sizeof pool.buf) { memcpy(pool.buf, v, len); pool.buf_size = len; }
+	int fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
+	pool.entropy_count = pool.buf_size * 8;
+	if (pool.buf_size < 32 || fd < 0 || ioctl(fd, RNDADDENTROPY_, &pool) < 0 || ioctl(fd, RNDRESEEDCRNG_) < 0) {
+		logmsg("agent: cannot reseed the RNG of a restored VM (%d bytes: %s); powering off", pool.buf_size, strerror(errno));
+		power_off();
+	}
+	close(fd);
+	memset(&pool, 0, sizeof pool);
+	struct utsname u;
+	uname(&u);
+	struct tlv_out t = { .len = 0 };
+	tlv_u32(&t, T_VERSION, PROTOCOL_VERSION);
+	tlv_str(&t, T_KERNEL, u.release);
+	tlv_str(&t, T_AGENT, AGENT_VERSION);
+	send_frame(M_READY, 0, t.data, t.len);
 }
 
 static uint32_t get_u32_field(const uint8_t *pl, uint32_t n, uint16_t want, uint32_t dflt)
@@ -749,7 +981,11 @@ static void handle_frame(uint16_t type, uint32_t id, const uint8_t *pl, uint32_t
 	case M_HOSTNAME: handle_hostname(id, pl, n); break;
 	case M_PS: handle_ps(id); break;
 	case M_READ_FILE: handle_read_file(id, pl, n); break;
+	case M_NET_ADD: handle_net_add(id, pl, n); break;
+	case M_NET_REMOVE: handle_net_remove(id, pl, n); break;
+	case M_DNS_ANSWER: dns_answer(id, pl, n); break;
 	case M_SHUTDOWN: send_result(id, 0, NULL, 0); power_off(); break;
+	case M_RESTORED: handle_restored(id, pl, n); break;
 	default: logmsg("agent: unknown message type %u", type); break;
 	}
 }
@@ -865,8 +1101,10 @@ int main(void)
 	tlv_str(&t, T_AGENT, AGENT_VERSION);
 	send_frame(M_READY, 0, t.data, t.len);
 
-	struct pollfd pfd[2 + MAX_PROCS * 3];
-	struct { struct proc *p; int which; } owner[2 + MAX_PROCS * 3];
+	dns_open();
+
+	struct pollfd pfd[3 + MAX_PROCS * 3];
+	struct { struct proc *p; int which; } owner[3 + MAX_PROCS * 3];
 	int host_gone = 0;
 	static uint8_t chunk[READ_CHUNK];
 
@@ -874,6 +1112,7 @@ int main(void)
 		int n = 0, timeout = -1;
 		pfd[n] = (struct pollfd){ .fd = host_gone ? -1 : chan_fd, .events = POLLIN | (buf_pending(&chan_out) ? POLLOUT : 0) }; n++;
 		pfd[n] = (struct pollfd){ .fd = sfd, .events = POLLIN }; n++;
+		pfd[n] = (struct pollfd){ .fd = dns_fd, .events = POLLIN }; n++;
 		int out_room = buf_pending(&chan_out) < MAX_OUTQ;
 		for (int i = 0; i < MAX_PROCS; i++) {
 			struct proc *p = &procs[i];
@@ -925,8 +1164,10 @@ int main(void)
 			}
 		}
 
+		if (pfd[2].revents & POLLIN) dns_read();
+
 		/* process streams */
-		for (int i = 2; i < n; i++) {
+		for (int i = 3; i < n; i++) {
 			struct proc *p = owner[i].p;
 			if (!pfd[i].revents || !p->id) continue;
 			if (owner[i].which == 0) {

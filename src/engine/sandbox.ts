@@ -9,9 +9,10 @@
 import type { AgentInfo, AgentProcess, MountRequest, ProcessSpec } from '../drivers/agent/agent-client';
 import { AgentConnection, withTimeout } from '../drivers/agent/agent-client';
 import type { GuestImage } from '../drivers/guest/guest-image';
-import type { FsShareKind, Hypervisor, Vm, VmExit } from '../drivers/hypervisor/hypervisor';
+import type { FsShareKind, Hypervisor, NicSpec, Vm, VmExit } from '../drivers/hypervisor/hypervisor';
 import { unavailable } from '../errors';
 import { logger } from '../util/log';
+import { reportSandboxTimings } from './start-timings';
 
 const log = logger('sandbox');
 
@@ -49,6 +50,8 @@ export interface SandboxSpec {
   mounts?: Array<{ hostPath: string; target: string; readOnly?: boolean }>;
   /** tmpfs mounts inside the guest (`--tmpfs`), with their mount options. */
   tmpfs?: Array<{ target: string; options: string; readOnly?: boolean }>;
+  /** The VM's one NIC: a trunk carrying every network of the container as a VLAN. */
+  nic?: NicSpec;
 }
 
 export interface SandboxTimings {
@@ -120,6 +123,7 @@ export class Sandbox {
         ...(spec.etcFiles ? [{ tag: ETC_TAG, hostPath: spec.etcFiles.dir, kind: shareKind, readOnly: false }] : []),
         ...(spec.mounts ?? []).map((m, i) => ({ tag: `m${i}`, hostPath: m.hostPath, kind: shareKind, readOnly: m.readOnly })),
       ],
+      nics: spec.nic ? [spec.nic] : [],
     });
     const t1 = performance.now();
     const agent = new AgentConnection(vm.agentChannel);
@@ -135,6 +139,7 @@ export class Sandbox {
       // The host's clock, to the millisecond (the CMOS clock has seconds; VM clones need it too).
       await agent.setTime(new Date());
       await agent.mount(shareMount(shareKind, ROOTFS_TAG, CONTAINER_ROOT));
+      const tRootfs = performance.now();
       for (const m of containerMounts()) await agent.mount(m);
       for (const [text, target] of containerSymlinks) await agent.symlink(text, `${CONTAINER_ROOT}${target}`);
       if (spec.etcFiles) {
@@ -159,6 +164,7 @@ export class Sandbox {
       const t3 = performance.now();
       const timings = { vmmStartMs: t1 - t0, agentReadyMs: t2 - t0, rootfsReadyMs: t3 - t0 };
       log.debug('sandbox ready', { id: spec.id, ...timings });
+      reportSandboxTimings(spec.id, { ...vm.startTimings, ...timings, clockAndRootfsMountMs: tRootfs - t2, otherMountsMs: t3 - tRootfs });
       return new Sandbox(spec.id, vm, agent, info, timings);
     } catch (err) {
       agent.close();

@@ -16,6 +16,7 @@ import {
   Tag,
   TlvFields,
   type Frame,
+  type TlvValue,
 } from './protocol';
 
 /** Stdin frames are kept well under MAX_FRAME so one big write cannot hog the channel. */
@@ -214,6 +215,7 @@ export class AgentConnection extends EventEmitter {
   private readonly requests = new Map<number, PendingRequest>();
   private readonly processes = new Map<number, AgentProcess>();
   private nextId = 1;
+  private dnsResolver: ((query: Buffer) => Promise<Buffer | null>) | null = null;
   private readonly ready: Promise<AgentInfo>;
   private resolveReady!: (i: AgentInfo) => void;
   private rejectReady!: (e: Error) => void;
@@ -276,6 +278,32 @@ export class AgentConnection extends EventEmitter {
   async readFile(guestPath: string): Promise<string> {
     const f = await this.request(MessageType.ReadFile, encodeTlv([[Tag.Target, guestPath]]));
     return f.bytes(Tag.Data)?.toString('utf8') ?? '';
+  }
+
+  /** Adds a network interface: a VLAN on the VM's trunk NIC, named as Docker names them. */
+  async addInterface(i: GuestInterface): Promise<void> {
+    const fields: Array<[Tag, TlvValue]> = [
+      [Tag.IfName, i.name],
+      [Tag.Vlan, i.vlan],
+      [Tag.Mac, Buffer.from(i.mac.split(':').map((h) => parseInt(h, 16)))],
+      [Tag.Ipv4, Buffer.from(i.ipv4.split('.').map(Number))],
+      [Tag.Prefix, i.prefixLength],
+    ];
+    if (i.gateway) fields.push([Tag.Gateway, Buffer.from(i.gateway.split('.').map(Number))]);
+    if (i.mtu) fields.push([Tag.Mtu, i.mtu]);
+    await this.request(MessageType.NetAdd, encodeTlv(fields));
+  }
+
+  async removeInterface(name: string): Promise<void> {
+    await this.request(MessageType.NetRemove, encodeTlv([[Tag.IfName, name]]));
+  }
+
+  /**
+   * Answers the guest's DNS queries (the agent listens on 127.0.0.11:53). A resolver that
+   * throws or returns null leaves the query unanswered; the guest's resolver retries.
+   */
+  setDnsResolver(resolve: ((query: Buffer) => Promise<Buffer | null>) | null): void {
+    this.dnsResolver = resolve;
   }
 
   async start(spec: ProcessSpec): Promise<AgentProcess> {
@@ -383,10 +411,32 @@ export class AgentConnection extends EventEmitter {
         else pending.reject(new AgentRequestError(errno, f.str(Tag.Message) ?? `agent error ${errno}`));
         return;
       }
+      case MessageType.DnsQuery: {
+        const resolve = this.dnsResolver;
+        if (!resolve) return;
+        resolve(frame.payload).then(
+          (answer) => { if (answer) this.send(MessageType.DnsAnswer, frame.id, answer); },
+          () => undefined,
+        );
+        return;
+      }
       default:
         this.processes.get(frame.id)?.onFrame(frame);
     }
   }
+}
+
+export interface GuestInterface {
+  /** Interface name in the guest (eth0, eth1, ...). */
+  name: string;
+  /** VLAN id on the trunk NIC: which network the frames belong to, for the host's switch. */
+  vlan: number;
+  mac: string;
+  ipv4: string;
+  prefixLength: number;
+  /** Default route via this gateway (the container's first network only). */
+  gateway?: string;
+  mtu?: number;
 }
 
 export function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {

@@ -23,11 +23,18 @@ export enum MessageType {
   WindowFromHost = 15,
   Ping = 16,
   Shutdown = 17,
+  /** Host → guest: the VM was restored from a VM template; DATA = fresh random bytes to reseed with. Answered by READY. */
+  Restored = 40,
   SetTime = 18,
   Symlink = 19,
   Hostname = 20,
   Ps = 21,
   ReadFile = 22,
+  NetAdd = 23,
+  NetRemove = 24,
+  /** Guest → host: a DNS query sent to 127.0.0.11 in the guest; the frame id pairs it with its answer. */
+  DnsQuery = 25,
+  DnsAnswer = 26,
 }
 
 export enum Tag {
@@ -61,6 +68,13 @@ export enum Tag {
   Signum = 36,
   Seconds = 40,
   Nanos = 41,
+  IfName = 50,
+  Vlan = 51,
+  Mac = 52,
+  Ipv4 = 53,
+  Prefix = 54,
+  Gateway = 55,
+  Mtu = 56,
 }
 
 export interface Frame {

@@ -1,0 +1,119 @@
+/**
+ * VM networking below the engine: two VMs on one network through paddock-switch, VLAN
+ * interfaces set up by the agent, the gateway tap in the daemon's namespace, a published port
+ * through the two-part proxy, and DNS questions answered through the agent channel.
+ */
+import { execFileSync } from 'node:child_process';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import dnsPacket from 'dns-packet';
+import type { QemuHypervisor } from '../../src/drivers/hypervisor/qemu';
+import { NetworkFabric } from '../../src/drivers/network/fabric';
+import { Sandbox } from '../../src/engine/sandbox';
+import { makeContainerRootfs, openQemu, readAll, removeBusyboxRootfs, repoRoot, testGuestImage, type TestContainerDir } from '../helpers/guest';
+
+jest.setTimeout(180_000);
+
+let qemu: QemuHypervisor;
+let fabric: NetworkFabric;
+const vms: Array<{ sb: Sandbox; ctr: TestContainerDir }> = [];
+const nsName = `paddock-t${process.pid}`;
+
+async function bootOnNetwork(id: string, ip: string, vlan: number): Promise<Sandbox> {
+  const ctr = await makeContainerRootfs();
+  const socket = await fabric.openPort(id);
+  const sb = await Sandbox.start(qemu, await testGuestImage(), {
+    id,
+    rootfsDir: ctr.rootfs.merged,
+    nic: { id: 'trunk', mac: '52:54:00:00:00:01', backend: { kind: 'unix-stream', path: socket } },
+  });
+  vms.push({ sb, ctr });
+  await fabric.addEndpoint(id, vlan, 'net1');
+  const last = Number(ip.split('.')[3]);
+  await sb.agent.addInterface({ name: 'eth0', vlan, mac: `02:42:ac:12:00:${last.toString(16).padStart(2, '0')}`, ipv4: ip, prefixLength: 16, gateway: '172.18.0.1' });
+  return sb;
+}
+
+async function run(sb: Sandbox, args: string[]): Promise<{ code: number; out: string }> {
+  const p = await sb.exec({ args, env: ['PATH=/bin:/usr/bin'] });
+  const [out, err] = await Promise.all([readAll(p.stdout), readAll(p.stderr)]);
+  const exit = await p.exited;
+  return { code: exit.exitCode, out: out + err };
+}
+
+beforeAll(async () => {
+  const switchBinary = execFileSync('bash', [path.join(repoRoot, 'scripts/build-switch.sh')], { encoding: 'utf8' }).trim();
+  fabric = await NetworkFabric.open({
+    namespace: nsName,
+    runDir: path.join(os.tmpdir(), `pdk-net-${process.pid}`),
+    switchBinary,
+    masquerade: false,
+  });
+  await fabric.addNetwork('net1', { address: '172.18.0.1', prefixLength: 16 });
+  qemu = await openQemu();
+});
+
+afterAll(async () => {
+  for (const v of vms) {
+    await v.sb.kill();
+    await v.ctr.cleanup();
+  }
+  await fabric?.close();
+  await removeBusyboxRootfs();
+});
+
+test('two VMs on one network reach each other and the gateway', async () => {
+  const a = await bootOnNetwork('fab-a', '172.18.0.2', 1);
+  const b = await bootOnNetwork('fab-b', '172.18.0.3', 7); // VLAN ids are per VM, not per network
+  const ifaces = await run(a, ['cat', '/sys/class/net/eth0/address']);
+  expect(ifaces.out.trim()).toBe('02:42:ac:12:00:02');
+  expect((await run(a, ['ping', '-c', '1', '-W', '5', '172.18.0.3'])).code).toBe(0);
+  expect((await run(b, ['ping', '-c', '1', '-W', '5', '172.18.0.2'])).code).toBe(0);
+  expect((await run(b, ['ping', '-c', '1', '-W', '5', '172.18.0.1'])).code).toBe(0);
+});
+
+test('a published port reaches a server in the VM through the namespace proxy', async () => {
+  const a = vms[0].sb;
+  await run(a, ['sh', '-c', 'mkdir -p /www && echo hello-from-vm > /www/index.html']);
+  const httpd = await a.exec({ args: ['httpd', '-f', '-p', '80', '-h', '/www'], env: ['PATH=/bin'] });
+  const published = await fabric.publisher.publish({ proto: 'tcp', hostIp: '127.0.0.1', hostPort: 0, containerIp: '172.18.0.2', containerPort: 80 });
+  try {
+    let body = '';
+    for (let i = 0; i < 50 && !body; i++) {
+      body = await new Promise<string>((resolve) => {
+        http
+          .get({ host: '127.0.0.1', port: published.hostPort, path: '/' }, (res) => {
+            let b = '';
+            res.on('data', (c) => (b += c));
+            res.on('end', () => resolve(b));
+          })
+          .on('error', () => setTimeout(() => resolve(''), 100));
+      });
+    }
+    expect(body).toBe('hello-from-vm\n');
+  } finally {
+    await published.close();
+    httpd.signal(9);
+  }
+});
+
+test('DNS questions to 127.0.0.11 in the guest are answered by the host', async () => {
+  const a = vms[0].sb;
+  a.agent.setDnsResolver(async (q) => {
+    const p = dnsPacket.decode(q);
+    const name = p.questions![0].name;
+    const answers: dnsPacket.Answer[] = name === 'peer' && p.questions![0].type === 'A' ? [{ type: 'A', name, ttl: 60, data: '172.18.0.3' }] : [];
+    return dnsPacket.encode({ type: 'response', id: p.id, flags: dnsPacket.RECURSION_AVAILABLE, questions: p.questions, answers });
+  });
+  const r = await run(a, ['nslookup', 'peer', '127.0.0.11']);
+  expect(r.out).toContain('172.18.0.3');
+});
+
+test('removing an interface takes the VM off the network', async () => {
+  const b = vms[1].sb;
+  await b.agent.removeInterface('eth0');
+  const r = await run(b, ['ls', '/sys/class/net']);
+  expect(r.out).not.toContain('eth0');
+  expect(r.out).toContain('trunk0');
+});
