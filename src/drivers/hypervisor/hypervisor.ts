@@ -5,7 +5,11 @@
  */
 import type { Duplex } from 'node:stream';
 
-export type FsShareKind = '9p' | 'virtio-fs';
+/**
+ * '9p' is 9p over virtio; '9p-xen' is 9p over Xen's 9pfs transport (mounted with trans=xen);
+ * 'vboxsf' is VirtualBox's shared folders (mainline vboxsf driver).
+ */
+export type FsShareKind = '9p' | 'virtio-fs' | '9p-xen' | 'vboxsf';
 
 export interface HypervisorCapabilities {
   /** Directory sharing mechanisms, in the driver's order of preference. */
