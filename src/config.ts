@@ -20,6 +20,10 @@ export interface DaemonConfig {
   /** Where kernel/ and rootfs-builder/ live (to build the guest image on first start). */
   sourceRoot: string;
   defaultMemoryMiB: number;
+  /** Start containers from saved, booted VM templates where possible (issue 7); default true. */
+  vmTemplates?: boolean;
+  /** Outbound access for containers: NAT from the daemon's network namespace (dockerd's --ip-masq). */
+  ipMasq: boolean;
 }
 
 export const DEFAULT_SOCKET = 'unix:///run/paddock.sock';
@@ -37,6 +41,10 @@ Options:
       --log-level string        debug, info, warn or error (default info)
       --hypervisor string       Hypervisor driver: qemu (default qemu)
       --guest-kernel string     paddock (built from kernel/) or debian-cloud (default paddock)
+      --ip-masq                 Give containers outbound access through NAT (default true;
+                                --ip-masq=false to turn it off)
+      --vm-templates            Start containers as clones of a saved, booted VM (default
+                                true; --vm-templates=false boots every VM)
       --config-file string      JSON file with the same keys (e.g. {"hosts": [...], "data-root": ...})
   -h, --help                    Print this help
 `;
@@ -53,6 +61,8 @@ export function parseDaemonArgs(argv: string[]): DaemonConfig | 'help' {
       hypervisor: { type: 'string' },
       'guest-kernel': { type: 'string' },
       'config-file': { type: 'string' },
+      'vm-templates': { type: 'string' },
+      'ip-masq': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -77,6 +87,8 @@ export function parseDaemonArgs(argv: string[]): DaemonConfig | 'help' {
     guestKernel: pick(values['guest-kernel'], 'guest-kernel', 'paddock') as DaemonConfig['guestKernel'],
     sourceRoot: path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..'),
     defaultMemoryMiB: Number(file['default-memory-mib'] ?? 128),
+    vmTemplates: booleanFlag(pick<unknown>(values['vm-templates'], 'vm-templates', true), 'vm-templates'),
+    ipMasq: parseBool(pick(values['ip-masq'], 'ip-masq', 'true'), 'ip-masq'),
   };
   if (!['debug', 'info', 'warn', 'error'].includes(config.logLevel)) throw invalid(`unknown log level ${config.logLevel}`);
   if (!['paddock', 'debian-cloud'].includes(config.guestKernel)) throw invalid(`unknown guest kernel ${config.guestKernel}`);
@@ -85,6 +97,19 @@ export function parseDaemonArgs(argv: string[]): DaemonConfig | 'help' {
 }
 
 export { usage };
+
+/** `--flag`, `--flag=true|false|1|0`, or a JSON boolean in the config file. */
+function booleanFlag(v: unknown, flag: string): boolean {
+  if (v === true || v === 'true' || v === '1' || v === '') return true;
+  if (v === false || v === 'false' || v === '0') return false;
+  throw invalid(`invalid value for --${flag}: ${String(v)} (true or false)`);
+}
+
+function parseBool(v: unknown, flag: string): boolean {
+  if (v === true || v === 'true' || v === '1' || v === '') return true;
+  if (v === false || v === 'false' || v === '0') return false;
+  throw invalid(`invalid boolean for --${flag}: ${String(v)}`);
+}
 
 /** Plain TCP is refused off loopback: without TLS, anyone who reaches the port owns the host. */
 export function validateHost(host: string): void {

@@ -2,6 +2,8 @@
  * Wires the daemon together: config → drivers (hypervisor, guest image, stores) → engine
  * services → HTTP router → listeners. Nothing here knows HTTP details or QEMU flags.
  */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import type http from 'node:http';
 import path from 'node:path';
@@ -9,15 +11,19 @@ import { Router } from './api/router';
 import { containerRoutes } from './api/routes/containers';
 import { imageRoutes } from './api/routes/images';
 import { systemRoutes } from './api/routes/system';
+import { networkRoutes } from './api/routes/networks';
 import { volumeRoutes } from './api/routes/volumes';
 import { createApiServer } from './api/server';
 import type { DaemonConfig } from './config';
 import { locateGuestImage, type GuestImage } from './drivers/guest/guest-image';
 import type { Hypervisor } from './drivers/hypervisor/hypervisor';
 import { openHypervisor } from './drivers/hypervisor/registry';
+import { NetworkFabric } from './drivers/network/fabric';
 import { ContainerService } from './engine/containers/container-service';
+import { withVmTemplates } from './engine/vm-templates';
 import { EventBus } from './engine/events';
 import { ImageService } from './engine/images/image-service';
+import { NetworkService } from './engine/networks/network-service';
 import { SystemService } from './engine/system';
 import { VolumeService } from './engine/volumes/volume-service';
 import { logger, setLogLevel } from './util/log';
@@ -32,6 +38,7 @@ export interface Engine {
   images: ImageService;
   containers: ContainerService;
   volumes: VolumeService;
+  networks: NetworkService;
   system: SystemService;
 }
 
@@ -47,10 +54,12 @@ export async function buildEngine(config: DaemonConfig): Promise<Engine> {
   await fs.mkdir(config.execRoot, { recursive: true, mode: 0o700 });
   const guest = await locateGuestImage({ sourceRoot: config.sourceRoot, kind: config.guestKernel });
   log.info('guest image', { kernel: guest.kernelPath, release: guest.kernelRelease, kind: guest.kind });
-  const hypervisor = await openHypervisor(config.hypervisor, {
+  const driver = await openHypervisor(config.hypervisor, {
     runRoot: path.join(config.execRoot, 'vm'),
     probeGuest: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath },
   });
+  // Containers start as clones of a saved, booted VM where the driver can (issue 7; --vm-templates).
+  const hypervisor = withVmTemplates(driver, { enabled: config.vmTemplates !== false, root: path.join(config.execRoot, 'templates') });
   const hv = hypervisor.info();
   log.info('hypervisor ready', { driver: hv.name, version: hv.version, accelerator: hv.accelerator, reason: hv.acceleratorReason });
   const events = new EventBus();
@@ -60,6 +69,8 @@ export async function buildEngine(config: DaemonConfig): Promise<Engine> {
     insecureRegistries: config.insecureRegistries,
   });
   const volumes = await VolumeService.open({ root: path.join(config.dataRoot, 'volumes'), events });
+  const fabric = await openFabric(config);
+  const networks = await NetworkService.open({ root: path.join(config.dataRoot, 'network'), events, fabric });
   const containers = await ContainerService.open({
     root: path.join(config.dataRoot, 'containers'),
     events,
@@ -68,6 +79,7 @@ export async function buildEngine(config: DaemonConfig): Promise<Engine> {
     guest,
     defaultMemoryMiB: config.defaultMemoryMiB,
     volumes,
+    networks,
   });
   images.setUsageProbe((imageId) => containers.usersOfImage(imageId));
   const system = new SystemService({
@@ -78,7 +90,33 @@ export async function buildEngine(config: DaemonConfig): Promise<Engine> {
     containerCounts: () => containers.counts(),
     imageCount: () => images.count(),
   });
-  return { config, events, hypervisor, guest, images, containers, volumes, system };
+  return { config, events, hypervisor, guest, images, containers, volumes, networks, system };
+}
+
+/**
+ * The daemon's network namespace, switch and port proxy. Without them (not root, no tun
+ * device) containers still run, with `--network none` semantics, and the reason is logged.
+ */
+async function openFabric(config: DaemonConfig): Promise<NetworkFabric | null> {
+  try {
+    const switchBinary = await new Promise<string>((resolve, reject) =>
+      execFile('bash', [path.join(config.sourceRoot, 'scripts/build-switch.sh')], (err, stdout, stderr) =>
+        err ? reject(new Error(stderr.trim() || err.message)) : resolve(stdout.trim()),
+      ),
+    );
+    const key = createHash('sha256').update(path.resolve(config.execRoot)).digest('hex').slice(0, 10);
+    const fabric = await NetworkFabric.open({
+      namespace: `paddock-${key}`,
+      runDir: path.join(config.execRoot, 'net'),
+      switchBinary,
+      masquerade: config.ipMasq,
+    });
+    log.info('container networking ready', { namespace: fabric.ns.name });
+    return fabric;
+  } catch (err) {
+    log.warn('container networking is unavailable; containers run without networks', { reason: String((err as Error).message ?? err) });
+    return null;
+  }
 }
 
 export function buildRouter(engine: Engine): Router {
@@ -87,6 +125,7 @@ export function buildRouter(engine: Engine): Router {
     ...imageRoutes(engine.images, (ref) => engine.containers.commitInfo(ref)),
     ...containerRoutes(engine.containers),
     ...volumeRoutes(engine.volumes),
+    ...networkRoutes(engine.networks, engine.containers),
   ]);
 }
 
@@ -107,6 +146,7 @@ export async function startDaemon(config: DaemonConfig): Promise<RunningDaemon> 
       for (const s of servers) s.closeAllConnections();
       await closed;
       await engine.containers.shutdown();
+      await engine.networks.fabric?.close();
     },
   };
 }

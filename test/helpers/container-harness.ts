@@ -3,6 +3,7 @@
  * unix socket, driven by the real docker CLI. Lets container behaviour be tested without a
  * registry (the full daemon tests cover pulls).
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, promises as fs } from 'node:fs';
 import type http from 'node:http';
 import os from 'node:os';
@@ -10,7 +11,10 @@ import path from 'node:path';
 import { Router } from '../../src/api/router';
 import { containerRoutes } from '../../src/api/routes/containers';
 import { systemRoutes } from '../../src/api/routes/system';
+import { networkRoutes } from '../../src/api/routes/networks';
 import { volumeRoutes } from '../../src/api/routes/volumes';
+import { NetworkFabric } from '../../src/drivers/network/fabric';
+import { NetworkService } from '../../src/engine/networks/network-service';
 import { VolumeService } from '../../src/engine/volumes/volume-service';
 import { createApiServer } from '../../src/api/server';
 import { ContainerService } from '../../src/engine/containers/container-service';
@@ -18,7 +22,7 @@ import { EventBus } from '../../src/engine/events';
 import { SystemService } from '../../src/engine/system';
 import { apiRequest, runDocker, type ApiResponse, type CliResult } from './daemon';
 import { FakeImages } from './fake-images';
-import { openQemu, testGuestImage } from './guest';
+import { openQemu, repoRoot, testGuestImage } from './guest';
 
 export interface ContainerHarness {
   service: ContainerService;
@@ -39,11 +43,19 @@ export async function startContainerHarness(): Promise<ContainerHarness> {
   const guest = await testGuestImage();
   const images = new FakeImages();
   const events = new EventBus();
+  const fabric = await NetworkFabric.open({
+    namespace: `paddock-h${process.pid}`,
+    runDir: path.join(base, 'net'),
+    switchBinary: execFileSync('bash', [path.join(repoRoot, 'scripts/build-switch.sh')], { encoding: 'utf8' }).trim(),
+    masquerade: false,
+  });
   const open = async () => {
     volumes = await VolumeService.open({ root: path.join(base, 'volumes'), events });
-    return ContainerService.open({ root: path.join(base, 'containers'), events, images, hypervisor, guest, defaultMemoryMiB: 128, volumes });
+    networks = await NetworkService.open({ root: path.join(base, 'network'), events, fabric });
+    return ContainerService.open({ root: path.join(base, 'containers'), events, images, hypervisor, guest, defaultMemoryMiB: 128, volumes, networks });
   };
   let volumes: VolumeService;
+  let networks: NetworkService;
   let service = await open();
   let server: http.Server;
   const serve = async () => {
@@ -55,7 +67,7 @@ export async function startContainerHarness(): Promise<ContainerHarness> {
       containerCounts: () => service.counts(),
       imageCount: () => images.count(),
     });
-    server = createApiServer(new Router([...systemRoutes(system, events), ...containerRoutes(service), ...volumeRoutes(volumes)]));
+    server = createApiServer(new Router([...systemRoutes(system, events), ...containerRoutes(service), ...volumeRoutes(volumes), ...networkRoutes(networks, service)]));
     await fs.rm(socketPath, { force: true });
     await new Promise<void>((resolve) => server.listen(socketPath, resolve));
   };
@@ -85,6 +97,7 @@ export async function startContainerHarness(): Promise<ContainerHarness> {
       await stopServer();
       await service.shutdown();
       for (const r of service.list()) await service.remove(r.Id, { force: true }).catch(() => undefined);
+      await fabric.close();
       await fs.rm(base, { recursive: true, force: true }).catch(() => undefined);
     },
   } as ContainerHarness;

@@ -56,6 +56,8 @@ export async function startTestDaemon(overrides: Partial<DaemonConfig> = {}): Pr
     guestKernel: 'paddock',
     sourceRoot: repoRoot,
     defaultMemoryMiB: 128,
+    // Tests only talk to 127.0.0.0/8 and the daemon's namespace: no way out is needed.
+    ipMasq: false,
     ...overrides,
   };
   const daemon = await startDaemon(config);

@@ -103,6 +103,6 @@ describe('resolveMounts', () => {
 
   test('more shared directories than the VM has slots are refused', async () => {
     const binds = [1, 2, 3, 4, 5].map((i) => `v${i}:/m${i}`);
-    await expect(resolveMounts({ Image: 'x', HostConfig: { Binds: binds } }, null, volumes, noContainer)).rejects.toThrow(/at most 4 volume and bind mounts/);
+    await expect(resolveMounts({ Image: 'x', HostConfig: { Binds: binds } }, null, volumes, noContainer)).rejects.toThrow(/at most 3 volume and bind mounts/);
   });
 });

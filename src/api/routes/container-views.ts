@@ -5,47 +5,48 @@
 import path from 'node:path';
 import type { ContainerService } from '../../engine/containers/container-service';
 import { mountsView } from '../../engine/containers/mounts';
+import { emptyEndpoint, networkMode } from '../../engine/containers/container-networking';
 import type { ContainerRecord } from '../../engine/containers/types';
 import { invalid } from '../../errors';
 
 function networkSettings(record: ContainerRecord) {
-  const mode = record.HostConfig.NetworkMode || 'bridge';
-  const endpoint = {
-    IPAMConfig: null,
-    Links: null,
-    Aliases: null,
-    MacAddress: '',
-    DriverOpts: null,
-    NetworkID: '',
-    EndpointID: '',
-    Gateway: '',
-    IPAddress: '',
-    IPPrefixLen: 0,
-    IPv6Gateway: '',
-    GlobalIPv6Address: '',
-    GlobalIPv6PrefixLen: 0,
-    DNSNames: null,
-  };
+  const mode = networkMode(record.HostConfig);
+  // Records written before Paddock had networks carry none: show the mode's endpoint, empty.
+  const networks = record.NetworkSettings?.Networks ?? { [mode]: emptyEndpoint('') };
+  const primary = networks[mode] ?? Object.values(networks)[0];
+  // dockerd fills the top-level address fields for the default bridge only (deprecated there).
+  const top = mode === 'bridge' && primary ? primary : undefined;
   return {
     Bridge: '',
-    SandboxID: '',
+    SandboxID: record.State.Running ? record.Id : '',
     SandboxKey: '',
-    Ports: {},
+    Ports: record.NetworkSettings?.Ports ?? {},
     HairpinMode: false,
     LinkLocalIPv6Address: '',
     LinkLocalIPv6PrefixLen: 0,
     SecondaryIPAddresses: null,
     SecondaryIPv6Addresses: null,
-    EndpointID: '',
-    Gateway: '',
+    EndpointID: top?.EndpointID ?? '',
+    Gateway: top?.Gateway ?? '',
     GlobalIPv6Address: '',
     GlobalIPv6PrefixLen: 0,
-    IPAddress: '',
-    IPPrefixLen: 0,
+    IPAddress: top?.IPAddress ?? '',
+    IPPrefixLen: top?.IPPrefixLen ?? 0,
     IPv6Gateway: '',
-    MacAddress: '',
-    Networks: mode === 'none' || mode === 'host' ? { [mode]: endpoint } : { [mode]: endpoint },
+    MacAddress: top?.MacAddress ?? '',
+    Networks: networks,
   };
+}
+
+/** `docker ps` PORTS: published bindings, and exposed ports without one. */
+function listPorts(record: ContainerRecord): Array<Record<string, unknown>> {
+  const out: Array<Record<string, unknown>> = [];
+  for (const [key, bindings] of Object.entries(record.NetworkSettings?.Ports ?? {})) {
+    const [port, proto] = key.split('/');
+    if (!bindings?.length) out.push({ PrivatePort: Number(port), Type: proto });
+    for (const b of bindings ?? []) out.push({ IP: b.HostIp, PrivatePort: Number(port), PublicPort: Number(b.HostPort), Type: proto });
+  }
+  return out;
 }
 
 export function inspectView(svc: ContainerService, record: ContainerRecord): Record<string, unknown> {
@@ -94,7 +95,7 @@ export function listView(record: ContainerRecord): Record<string, unknown> {
     // dockerd quotes the arguments that contain a space, and only those.
     Command: [record.Path, ...record.Args.map((a) => (a.includes(' ') ? `'${a}'` : a))].join(' '),
     Created: Math.floor(Date.parse(record.Created) / 1000),
-    Ports: [],
+    Ports: listPorts(record),
     Labels: record.Config.Labels ?? {},
     State: record.State.Status,
     Status: statusText(record),
@@ -173,7 +174,10 @@ export function filterContainers(
     }
     if (f.ancestor && !f.ancestor.some((a) => withTag(a) === withTag(r.Config.Image ?? '') || a === r.Image || r.Image.startsWith(`sha256:${a}`) || r.Image.startsWith(a))) return false;
     if (f.health && !f.health.includes(r.State.Health?.Status ?? 'none')) return false;
-    if (f.network && !f.network.includes(r.HostConfig.NetworkMode || 'bridge')) return false;
+    if (f.network) {
+      const nets = Object.entries(r.NetworkSettings?.Networks ?? { [networkMode(r.HostConfig)]: { NetworkID: '' } });
+      if (!f.network.some((want) => nets.some(([name, s]) => name === want || (s.NetworkID && s.NetworkID.startsWith(want))))) return false;
+    }
     if (before && r.Created >= before.Created) return false;
     if (since && r.Created <= since.Created) return false;
     return true;

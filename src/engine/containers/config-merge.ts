@@ -3,7 +3,7 @@
  * and merges the image config the way dockerd does (daemon/create → merge), so that
  * Entrypoint/Cmd/Env/WorkingDir/User/labels come out identical.
  */
-import { invalid, notImplemented } from '../../errors';
+import { invalid } from '../../errors';
 import type { ImageRecord } from '../image-backend';
 import type { ContainerConfig, CreateContainerRequest, HostConfig, RestartPolicy } from './types';
 
@@ -200,27 +200,7 @@ const SIGNALS: Record<string, number> = {
  * ignored (a container that silently lacks its volume or port is worse than an error).
  */
 export function refuseUnsupported(req: CreateContainerRequest): void {
-  const hc = req.HostConfig ?? {};
-  const nonEmpty = (v: unknown) =>
-    Array.isArray(v) ? v.length > 0 : v !== null && typeof v === 'object' ? Object.keys(v).length > 0 : Boolean(v);
-  const mode = hc.NetworkMode ?? '';
+  const mode = req.HostConfig?.NetworkMode ?? '';
+  // Checked again against existing networks when the container's networks are chosen.
   if (mode === 'host') throw invalid('host networking is not available: every Paddock container runs in its own VM');
-  if (!['', 'default', 'bridge', 'none'].includes(mode)) {
-    throw notImplemented(`network mode "${mode}" is not supported by Paddock yet (only the default network and none)`);
-  }
-  const unsupported: Array<[string, unknown]> = [
-    ['published ports (-p, -P)', Object.values(hc.PortBindings ?? {}).filter((b) => nonEmpty(b))],
-    ['published ports (-p, -P)', hc.PublishAllPorts],
-    ['links (--link)', hc.Links],
-    [
-      'network aliases, links and addresses (--network-alias, --ip)',
-      Object.values(req.NetworkingConfig?.EndpointsConfig ?? {}).filter((e) => {
-        const ep = (e ?? {}) as { Aliases?: unknown[] | null; Links?: unknown[] | null; IPAMConfig?: Record<string, unknown> | null };
-        return nonEmpty(ep.Aliases) || nonEmpty(ep.Links) || Boolean(ep.IPAMConfig?.IPv4Address || ep.IPAMConfig?.IPv6Address);
-      }),
-    ],
-  ];
-  for (const [what, value] of unsupported) {
-    if (nonEmpty(value)) throw notImplemented(`${what} are not supported by Paddock yet`);
-  }
 }

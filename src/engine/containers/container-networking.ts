@@ -58,9 +58,9 @@ export function initialNetworks(req: CreateContainerRequest, networks: NetworkSe
     }
     out[n.Name] = emptyEndpoint(n.Id, r);
   };
-  add(primary, configs[mode] ?? configs[primary.Id]);
+  add(primary, configs[mode] ?? configs[primary.Id] ?? configs.default);
   for (const [ref, cfg] of Object.entries(configs)) {
-    const n = networks.find(ref);
+    const n = ref === 'default' ? primary : networks.find(ref);
     if (!n) throw notFound(`network ${ref} not found`);
     if (out[n.Name]) continue;
     if (primary.Driver === 'null') throw invalid('container cannot be connected to multiple networks with one of the networks in private (none) mode');

@@ -29,6 +29,8 @@ import type { VolumeService } from '../volumes/volume-service';
 import { ExecManager } from './exec';
 import { HealthMonitor, probeCommand } from './health';
 import { resolveMounts } from './mounts';
+import { ContainerNetworking, emptyEndpoint, initialNetworks } from './container-networking';
+import type { NetworkRecord, NetworkService } from '../networks/network-service';
 import { resolveInRoot } from './scoped-path';
 import { JsonLogWriter, matches, readLogEntries, type LogEntry, type LogQuery } from './json-log';
 import { generateName, validateName } from './names';
@@ -45,6 +47,7 @@ export interface ContainerServiceOptions {
   guest: GuestImage;
   defaultMemoryMiB: number;
   volumes: VolumeService;
+  networks: NetworkService;
 }
 
 /** Where an attached client's output goes; the API layer frames it. */
@@ -67,6 +70,7 @@ interface Runtime {
   stopping?: boolean;
   stdinAttached: boolean;
   health?: HealthMonitor;
+  networking: ContainerNetworking | null;
 }
 
 export interface WaitResult {
@@ -194,6 +198,7 @@ export class ContainerService {
     const id = randomBytes(32).toString('hex');
     const merged = mergeWithImage(req, image, id);
     const mountPoints = await resolveMounts(req, image.config?.Volumes, this.opts.volumes, (ref) => this.get(ref));
+    const networks = initialNetworks(req, this.opts.networks);
     wanted ??= generateName((n) => this.find(n) !== undefined);
     const record: ContainerRecord = {
       Id: id,
@@ -219,6 +224,7 @@ export class ContainerService {
       },
       RestartCount: 0,
       NetworkingConfig: req.NetworkingConfig ?? null,
+      NetworkSettings: { Networks: networks, Ports: {} },
       MountPoints: mountPoints,
       Platform: 'linux',
     };
@@ -311,6 +317,61 @@ export class ContainerService {
     return { ContainersDeleted: deleted, SpaceReclaimed: 0 };
   }
 
+  // ---------------------------------------------------------------- networks
+
+  /** `docker network connect`: on a running container, a new interface appears at once. */
+  async connectNetwork(
+    networkRef: string,
+    containerRef: string,
+    requested: { Aliases?: string[] | null; Links?: string[] | null; IPAMConfig?: { IPv4Address?: string } | null },
+  ): Promise<void> {
+    const n = this.opts.networks.get(networkRef);
+    const record = this.get(containerRef);
+    await this.withLock(record.Id, async () => {
+      if (n.Driver !== 'bridge') throw invalid('container cannot be disconnected from host network or connected to host network');
+      const current = record.NetworkSettings?.Networks ?? {};
+      if (Object.values(current).some((s) => this.opts.networks.find(s.NetworkID)?.Driver === 'null')) {
+        throw invalid('container cannot be connected to multiple networks with one of the networks in private (none) mode');
+      }
+      if (current[n.Name]) throw new PaddockError('forbidden', `endpoint with name ${record.Name.slice(1)} already exists in network ${n.Name}`);
+      if ((requested.Aliases?.length || requested.IPAMConfig?.IPv4Address) && this.opts.networks.isDefaultBridge(n)) {
+        throw invalid('network-scoped alias is supported only for containers in user defined networks');
+      }
+      const settings = { IPAMConfig: requested.IPAMConfig ?? null, Aliases: requested.Aliases ?? null, Links: requested.Links ?? null };
+      const runtime = this.runtimes.get(record.Id);
+      record.NetworkSettings ??= { Networks: {}, Ports: {} };
+      if (runtime?.networking) await runtime.networking.connect(n, settings);
+      else if (runtime) throw unavailable(`container ${record.Name.slice(1)} runs without networking and cannot join ${n.Name}; restart it after connecting`);
+      else record.NetworkSettings.Networks[n.Name] = emptyEndpoint(n.Id, settings);
+      await this.persist(record);
+      this.opts.events.publish('network', 'connect', n.Id, { container: record.Id, name: n.Name, type: n.Driver });
+    });
+  }
+
+  async disconnectNetwork(networkRef: string, containerRef: string, force: boolean): Promise<void> {
+    const n = this.opts.networks.find(networkRef);
+    const record = force ? this.find(containerRef) : this.get(containerRef);
+    if (!record) return;
+    if (!n) {
+      if (force) return;
+      throw notFound(`network ${networkRef} not found`);
+    }
+    await this.withLock(record.Id, async () => {
+      const nets = record.NetworkSettings?.Networks ?? {};
+      if (!nets[n.Name]) throw new PaddockError('forbidden', `container ${record.Id} is not connected to network ${n.Name}`);
+      if (n.Driver !== 'bridge') throw invalid('container cannot be disconnected from host network or connected to host network');
+      await this.runtimes.get(record.Id)?.networking?.disconnect(n);
+      delete nets[n.Name];
+      await this.persist(record);
+      this.opts.events.publish('network', 'disconnect', n.Id, { container: record.Id, name: n.Name, type: n.Driver });
+    });
+  }
+
+  /** Networks containers (running or not) are configured for, for `network prune` and views. */
+  usesNetwork(n: NetworkRecord): boolean {
+    return [...this.records.values()].some((r) => Object.values(r.NetworkSettings?.Networks ?? {}).some((s) => s.NetworkID === n.Id));
+  }
+
   // ---------------------------------------------------------------- start / stop
 
   async start(idOrName: string): Promise<void> {
@@ -323,10 +384,12 @@ export class ContainerService {
     if (record.State.Running) throw notModified();
     const id = record.Id;
     let sandbox: Sandbox | undefined;
+    let networking: ContainerNetworking | null = null;
     try {
       const dir = this.containerDir(id);
       const rootfs = await mountOverlayRootfs(path.join(dir, 'rootfs'), await this.lowerDirs(record));
-      const etcDir = await this.writeEtcFiles(record);
+      networking = await ContainerNetworking.prepare(record, this.opts.networks);
+      const etcDir = await this.writeEtcFiles(record, networking);
       const user = await resolveUser(rootfs.merged, record.Config.User ?? '');
       const memoryMiB = record.HostConfig.Memory
         ? Math.max(64, Math.ceil(record.HostConfig.Memory / (1024 * 1024)))
@@ -345,7 +408,9 @@ export class ContainerService {
           .filter((m) => m.Type !== 'tmpfs')
           .map((m) => ({ hostPath: m.Source, target: m.Destination, readOnly: !m.RW })),
         tmpfs: points.filter((m) => m.Type === 'tmpfs').map((m) => ({ target: m.Destination, options: m.TmpfsOptions ?? '', readOnly: !m.RW })),
+        nic: networking?.nic,
       });
+      await networking?.activate(sandbox.agent);
       const logWriter = new JsonLogWriter(this.logPath(id));
       await logWriter.init();
       const tty = Boolean(record.Config.Tty);
@@ -368,7 +433,7 @@ export class ContainerService {
         await logWriter.close();
         throw execError(err, record.Path);
       }
-      const runtime: Runtime = { sandbox, main, log: logWriter, stdinAttached: false };
+      const runtime: Runtime = { sandbox, main, log: logWriter, stdinAttached: false, networking };
       this.runtimes.set(id, runtime);
       this.wireOutput(record, runtime);
       record.State = {
@@ -392,6 +457,7 @@ export class ContainerService {
       void this.watchExit(record, runtime);
     } catch (err) {
       if (sandbox) await sandbox.kill();
+      await networking?.release().catch(() => undefined);
       this.runtimes.delete(id);
       await this.unmountRootfs(id).catch(() => undefined);
       const message = err instanceof Error ? err.message : String(err);
@@ -443,7 +509,7 @@ export class ContainerService {
   }
 
   /** /etc/hostname, /etc/hosts and /etc/resolv.conf as dockerd writes them. */
-  private async writeEtcFiles(record: ContainerRecord): Promise<string> {
+  private async writeEtcFiles(record: ContainerRecord, networking: ContainerNetworking | null): Promise<string> {
     const dir = path.join(this.containerDir(record.Id), 'etc');
     await fs.mkdir(dir, { recursive: true });
     const hostname = record.Config.Hostname ?? record.Id.slice(0, 12);
@@ -451,6 +517,7 @@ export class ContainerService {
       const [name, ip] = h.split(':', 2).length === 2 ? [h.slice(0, h.indexOf(':')), h.slice(h.indexOf(':') + 1)] : [h, ''];
       return `${ip}\t${name}`;
     });
+    const address = networking?.primaryAddress();
     const hosts = [
       '127.0.0.1\tlocalhost',
       '::1\tlocalhost ip6-localhost ip6-loopback',
@@ -459,13 +526,33 @@ export class ContainerService {
       'ff02::1\tip6-allnodes',
       'ff02::2\tip6-allrouters',
       ...extraHosts,
-      `127.0.1.1\t${hostname}`,
+      ...this.legacyLinkHosts(record),
+      address ? `${address}\t${hostname}` : `127.0.1.1\t${hostname}`,
       '',
     ].join('\n');
     await fs.writeFile(path.join(dir, 'hostname'), `${hostname}\n`);
     await fs.writeFile(path.join(dir, 'hosts'), hosts);
-    await fs.writeFile(path.join(dir, 'resolv.conf'), await resolvConf(record.HostConfig));
+    await fs.writeFile(path.join(dir, 'resolv.conf'), await resolvConf(record.HostConfig, Boolean(networking)));
     return dir;
+  }
+
+  /**
+   * `--link name:alias` on the default bridge: /etc/hosts lines for the linked containers, which
+   * must be running (dockerd's rule and wording).
+   */
+  private legacyLinkHosts(record: ContainerRecord): string[] {
+    const lines: string[] = [];
+    for (const link of record.HostConfig.Links ?? []) {
+      const [targetRef, aliasPath] = link.split(':');
+      const target = this.find(targetRef.replace(/^\//, ''));
+      const alias = (aliasPath ?? targetRef).split('/').pop()!;
+      if (!target || !target.State.Running) {
+        throw conflict(`Cannot link to a non running container: ${targetRef.startsWith('/') ? targetRef : `/${targetRef}`} AS ${record.Name}/${alias}`);
+      }
+      const ip = target.NetworkSettings?.Networks?.bridge?.IPAddress;
+      if (ip) lines.push(`${ip}\t${alias} ${target.Id.slice(0, 12)} ${target.Name.slice(1)}`);
+    }
+    return lines;
   }
 
   private wireOutput(record: ContainerRecord, runtime: Runtime): void {
@@ -509,6 +596,7 @@ export class ContainerService {
     runtime.health?.stop();
     await runtime.log.close();
     await sandbox.kill();
+    await runtime.networking?.release().catch((err) => log.warn('network release failed', { id: record.Id, error: String(err) }));
     this.runtimes.delete(record.Id);
     this.execs.containerStopped(record.Id);
     await this.unmountRootfs(record.Id).catch(() => undefined);
@@ -908,7 +996,13 @@ function execError(err: unknown, command: string): Error {
   return err instanceof Error ? err : unavailable(String(err));
 }
 
-async function resolvConf(hc: HostConfig): Promise<string> {
+/**
+ * resolv.conf as dockerd writes it for user-defined networks: the embedded resolver at
+ * 127.0.0.11, which in Paddock answers for every networked container (the agent relays it to
+ * the daemon, which forwards other names to --dns or the host's resolvers). Without a network,
+ * the host's servers as Docker copies them.
+ */
+async function resolvConf(hc: HostConfig, networked: boolean): Promise<string> {
   const lines: string[] = [];
   let hostConf = '';
   try {
@@ -916,16 +1010,19 @@ async function resolvConf(hc: HostConfig): Promise<string> {
   } catch {
     // no host resolver configuration
   }
-  const servers = hc.Dns?.length
-    ? hc.Dns
-    : hostConf
-        .split('\n')
-        .map((l) => /^\s*nameserver\s+(\S+)/.exec(l)?.[1])
-        .filter((s): s is string => Boolean(s) && !s!.startsWith('127.') && s !== '::1');
+  const servers = networked
+    ? ['127.0.0.11']
+    : hc.Dns?.length
+      ? hc.Dns
+      : hostConf
+          .split('\n')
+          .map((l) => /^\s*nameserver\s+(\S+)/.exec(l)?.[1])
+          .filter((s): s is string => Boolean(s) && !s!.startsWith('127.') && s !== '::1');
   for (const s of servers) lines.push(`nameserver ${s}`);
   const search = hc.DnsSearch?.length ? hc.DnsSearch : hostConf.split('\n').find((l) => l.startsWith('search '))?.slice(7).trim().split(/\s+/);
   if (search?.length) lines.push(`search ${search.join(' ')}`);
-  if (hc.DnsOptions?.length) lines.push(`options ${hc.DnsOptions.join(' ')}`);
+  const options = [...(networked ? ['ndots:0'] : []), ...(hc.DnsOptions ?? [])];
+  if (options.length) lines.push(`options ${options.join(' ')}`);
   return lines.join('\n') + '\n';
 }
 

@@ -83,8 +83,8 @@ export async function resolveMounts(
   return [...byDest.values()];
 }
 
-/** microvm has 8 virtio-mmio transports: agent channel, rng, rootfs and /etc files take 4. */
-const MAX_SHARED_MOUNTS = 4;
+/** microvm has 8 virtio-mmio transports: agent channel, rng, rootfs, /etc files and the NIC take 5. */
+const MAX_SHARED_MOUNTS = 3;
 
 /** inspect's `Mounts`. */
 export function mountsView(points: MountPoint[] | undefined): Array<Record<string, unknown>> {

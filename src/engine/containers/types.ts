@@ -3,6 +3,7 @@
  * Engine API so that stored state can be returned by inspect without translation.
  */
 import type { ImageRuntimeConfig } from '../image-backend';
+import type { EndpointSettings } from '../networks/network-service';
 
 export interface ContainerConfig extends ImageRuntimeConfig {
   Hostname?: string;
@@ -111,6 +112,8 @@ export interface ContainerRecord {
   /** Set when the user stopped it (unless-stopped must not restart it). */
   ManuallyStopped?: boolean;
   NetworkingConfig?: { EndpointsConfig?: Record<string, unknown> } | null;
+  /** The container's networks (by name) and, while it runs, its addresses and published ports. */
+  NetworkSettings?: { Networks: Record<string, EndpointSettings>; Ports: Record<string, PortBinding[] | null> };
   MountPoints?: MountPoint[];
   /** Largest exec / process id used, so ids stay unique across restarts. */
   Platform: 'linux';
