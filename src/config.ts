@@ -39,7 +39,8 @@ Options:
       --exec-root string        Root of runtime state (default /run/paddock)
       --insecure-registry list  Registries reached over plain HTTP (loopback always is)
       --log-level string        debug, info, warn or error (default info)
-      --hypervisor string       Hypervisor driver: qemu (default qemu)
+      --hypervisor string       Hypervisor driver: qemu, xen, virtualbox, firecracker or
+                                cloud-hypervisor (default qemu)
       --guest-kernel string     paddock (built from kernel/) or debian-cloud (default paddock)
       --ip-masq                 Give containers outbound access through NAT (default true;
                                 --ip-masq=false to turn it off)
