@@ -3,6 +3,7 @@
  * (flags win). Parsed with Node's own util.parseArgs.
  */
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { invalid } from './errors';
@@ -24,6 +25,21 @@ export interface DaemonConfig {
   vmTemplates?: boolean;
   /** Outbound access for containers: NAT from the daemon's network namespace (dockerd's --ip-masq). */
   ipMasq: boolean;
+  /**
+   * Group that owns unix sockets (dockerd's -G/--group). Absent: "docker" when that group
+   * exists, else root's group. An empty string keeps root's group.
+   */
+  group?: string;
+  /** TLS on TCP listeners (dockerd's --tls/--tlsverify and their files); absent: plain HTTP. */
+  tls?: TlsConfig;
+}
+
+export interface TlsConfig {
+  /** Require and verify client certificates against `caCert` (dockerd's --tlsverify). */
+  verify: boolean;
+  caCert: string;
+  cert: string;
+  key: string;
 }
 
 export const DEFAULT_SOCKET = 'unix:///run/paddock.sock';
@@ -46,13 +62,21 @@ Options:
                                 --ip-masq=false to turn it off)
       --vm-templates            Start containers as clones of a saved, booted VM (default
                                 true; --vm-templates=false boots every VM)
+  -G, --group string            Group for the unix socket(s) (default "docker" if that group
+                                exists, else root); the socket's mode is 0660
+      --tls                     Use TLS on TCP listeners; implied by --tlsverify
+      --tlsverify               Use TLS and require client certificates signed by --tlscacert;
+                                only then may TCP listen off loopback
+      --tlscacert string        Trust certs signed only by this CA (default ~/.docker/ca.pem)
+      --tlscert string          Path to TLS certificate file (default ~/.docker/cert.pem)
+      --tlskey string           Path to TLS key file (default ~/.docker/key.pem)
       --config-file string      JSON file with the same keys (e.g. {"hosts": [...], "data-root": ...})
   -h, --help                    Print this help
 `;
 
 export function parseDaemonArgs(argv: string[]): DaemonConfig | 'help' {
   const { values } = parseArgs({
-    args: argv,
+    args: argv.map((a) => (BOOLEAN_FLAGS.includes(a) ? `${a}=true` : a)),
     options: {
       host: { type: 'string', short: 'H', multiple: true },
       'data-root': { type: 'string' },
@@ -64,6 +88,12 @@ export function parseDaemonArgs(argv: string[]): DaemonConfig | 'help' {
       'config-file': { type: 'string' },
       'vm-templates': { type: 'string' },
       'ip-masq': { type: 'string' },
+      group: { type: 'string', short: 'G' },
+      tls: { type: 'string' },
+      tlsverify: { type: 'string' },
+      tlscacert: { type: 'string' },
+      tlscert: { type: 'string' },
+      tlskey: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -90,11 +120,40 @@ export function parseDaemonArgs(argv: string[]): DaemonConfig | 'help' {
     defaultMemoryMiB: Number(file['default-memory-mib'] ?? 128),
     vmTemplates: booleanFlag(pick<unknown>(values['vm-templates'], 'vm-templates', true), 'vm-templates'),
     ipMasq: parseBool(pick(values['ip-masq'], 'ip-masq', 'true'), 'ip-masq'),
+    group: pick<string | undefined>(values.group, 'group', undefined),
+    tls: tlsConfig(values, file),
   };
   if (!['debug', 'info', 'warn', 'error'].includes(config.logLevel)) throw invalid(`unknown log level ${config.logLevel}`);
   if (!['paddock', 'debian-cloud'].includes(config.guestKernel)) throw invalid(`unknown guest kernel ${config.guestKernel}`);
-  for (const h of config.hosts) validateHost(h);
+  config.hosts = config.hosts.map((h) => normalizeHost(h, Boolean(config.tls)));
+  for (const h of config.hosts) validateHost(h, config.tls);
   return config;
+}
+
+/** dockerd's boolean TLS flags, which it takes bare (`--tls`) as well as `--tls=false`. */
+const BOOLEAN_FLAGS = ['--tls', '--tlsverify'];
+
+/**
+ * dockerd's rules: --tlsverify implies --tls; the files default to $DOCKER_CERT_PATH or
+ * ~/.docker/{ca,cert,key}.pem, as the docker CLI's own.
+ */
+function tlsConfig(values: Record<string, unknown>, file: Record<string, unknown>): TlsConfig | undefined {
+  const flag = (name: string): boolean | undefined => {
+    const v = values[name] ?? file[name];
+    return v === undefined ? undefined : booleanFlag(v, name);
+  };
+  const verify = flag('tlsverify') ?? false;
+  const tls = flag('tls') ?? verify;
+  if (!tls && !verify) return undefined;
+  const certDir = process.env.DOCKER_CERT_PATH || path.join(os.homedir(), '.docker');
+  const file_ = (name: string, base: string) => (values[name] ?? file[name] ?? path.join(certDir, base)) as string;
+  return { verify, caCert: file_('tlscacert', 'ca.pem'), cert: file_('tlscert', 'cert.pem'), key: file_('tlskey', 'key.pem') };
+}
+
+/** `tcp://HOST` gets dockerd's default port: 2376 with TLS, 2375 without. */
+function normalizeHost(host: string, tls: boolean): string {
+  if (/^tcp:\/\/(\[[^\]]+\]|[^:/]+)$/.test(host)) return `${host}:${tls ? 2376 : 2375}`;
+  return host;
 }
 
 export { usage };
@@ -112,13 +171,21 @@ function parseBool(v: unknown, flag: string): boolean {
   throw invalid(`invalid boolean for --${flag}: ${String(v)}`);
 }
 
-/** Plain TCP is refused off loopback: without TLS, anyone who reaches the port owns the host. */
-export function validateHost(host: string): void {
+/**
+ * TCP off loopback only with --tlsverify: without client certificates, anyone who reaches the
+ * port owns the host (server-only TLS encrypts but lets every client in).
+ */
+export function validateHost(host: string, tls?: TlsConfig): void {
   if (host.startsWith('unix://')) return;
   const m = /^tcp:\/\/(\[[^\]]+\]|[^:]+):(\d+)$/.exec(host);
   if (!m) throw invalid(`invalid host ${host}: use unix:///path or tcp://HOST:PORT`);
   const addr = m[1].replace(/^\[|\]$/g, '');
   // An IP literal in 127/8 only: a hostname such as 127.example.com may resolve anywhere.
   const loopback = addr === 'localhost' || addr === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(addr);
-  if (!loopback) throw invalid(`refusing to listen on ${host} without TLS: use a loopback address or a unix socket`);
+  if (loopback || tls?.verify) return;
+  throw invalid(
+    tls
+      ? `refusing to listen on ${host} with TLS but without --tlsverify: any client could connect; use --tlsverify or a loopback address`
+      : `refusing to listen on ${host} without TLS: use a loopback address or a unix socket, or --tlsverify with client certificates`,
+  );
 }

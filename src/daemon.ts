@@ -13,7 +13,7 @@ import { imageRoutes } from './api/routes/images';
 import { systemRoutes } from './api/routes/system';
 import { networkRoutes } from './api/routes/networks';
 import { volumeRoutes } from './api/routes/volumes';
-import { createApiServer } from './api/server';
+import { createApiServer, listenApi, loadTls } from './api/server';
 import type { DaemonConfig } from './config';
 import { locateGuestImage, type GuestImage } from './drivers/guest/guest-image';
 import type { Hypervisor } from './drivers/hypervisor/hypervisor';
@@ -131,10 +131,16 @@ export function buildRouter(engine: Engine): Router {
 
 export async function startDaemon(config: DaemonConfig): Promise<RunningDaemon> {
   setLogLevel(config.logLevel);
+  // TLS applies to TCP listeners only, as in dockerd; unix sockets are guarded by owner/group/mode.
+  // Read the files first: a missing certificate should fail before any VM work starts.
+  const tls = config.tls ? await loadTls(config.tls) : undefined;
   const engine = await buildEngine(config);
   const router = buildRouter(engine);
   const servers: http.Server[] = [];
-  for (const host of config.hosts) servers.push(await listen(createApiServer(router), host));
+  for (const host of config.hosts) {
+    const server = createApiServer(router, { tls: host.startsWith('tcp://') ? tls : undefined });
+    servers.push(await listenApi(server, host, { group: config.group }));
+  }
   log.info('API listening', { hosts: config.hosts.join(',') });
   return {
     engine,
@@ -149,24 +155,4 @@ export async function startDaemon(config: DaemonConfig): Promise<RunningDaemon> 
       await engine.networks.fabric?.close();
     },
   };
-}
-
-async function listen(server: http.Server, host: string): Promise<http.Server> {
-  if (host.startsWith('unix://')) {
-    const socketPath = host.slice('unix://'.length);
-    await fs.mkdir(path.dirname(socketPath), { recursive: true });
-    await fs.rm(socketPath, { force: true }); // a stale socket from a previous run
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(socketPath, () => resolve());
-    });
-    await fs.chmod(socketPath, 0o660);
-    return server;
-  }
-  const m = /^tcp:\/\/\[?([^\]]+?)\]?:(\d+)$/.exec(host)!;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(Number(m[2]), m[1], () => resolve());
-  });
-  return server;
 }
