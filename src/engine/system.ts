@@ -128,7 +128,7 @@ export class SystemService {
       ContainerdCommit: { ID: '' },
       RuncCommit: { ID: '' },
       InitCommit: { ID: '' },
-      SecurityOptions: [`name=vm,hypervisor=${hv.name},accelerator=${hv.accelerator}`],
+      SecurityOptions: [`name=vm,hypervisor=${hv.name},accelerator=${hv.accelerator}`, ...(hv.securityOptions ?? [])],
       Warnings: warnings,
       // Not in Docker's schema: machine-readable facts about the VM runtime.
       Hypervisor: { ...hv, GuestKernel: this.deps.guest.kernelRelease, GuestKernelKind: this.deps.guest.kind },

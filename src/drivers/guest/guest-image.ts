@@ -35,6 +35,22 @@ export interface GuestImageOptions {
 }
 
 export async function locateGuestImage(opts: GuestImageOptions): Promise<GuestImage> {
+  const image = await locate(opts);
+  // What we built is installed read-only, root's (files given through the environment are the user's).
+  if (!(process.env.PADDOCK_KERNEL && process.env.PADDOCK_INITRD)) await sealReadOnly([image.kernelPath, image.initrdPath]);
+  return image;
+}
+
+/** Guest kernel and initramfs: owned by root, mode 0444, so that no VMM (or anyone but root) can change them. */
+export async function sealReadOnly(files: string[]): Promise<void> {
+  for (const f of files) {
+    const st = await fs.stat(f);
+    if (st.uid !== 0 || st.gid !== 0) await fs.chown(f, 0, 0);
+    if ((st.mode & 0o7777) !== 0o444) await fs.chmod(f, 0o444);
+  }
+}
+
+async function locate(opts: GuestImageOptions): Promise<GuestImage> {
   const kind = opts.kind ?? 'paddock';
   const envKernel = process.env.PADDOCK_KERNEL;
   const envInitrd = process.env.PADDOCK_INITRD;

@@ -33,6 +33,8 @@ export interface HypervisorInfo {
   accelerator: string;
   /** Why this accelerator was chosen (shown in logs and `docker info`). */
   acceleratorReason: string;
+  /** Confinement of the VMM processes in force, as `docker info` SecurityOptions entries. */
+  securityOptions?: string[];
 }
 
 export interface ShareSpec {
@@ -84,6 +86,18 @@ export interface VmSpec {
   shares?: ShareSpec[];
   disks?: DiskSpec[];
   nics?: NicSpec[];
+  /**
+   * VM templates (capability `snapshot`; src/engine/vm-templates.ts). 'boot': the guest's RAM lives
+   * in `<dir>/memory` so that `Vm.saveTemplate` can save the VM there. 'restore': the VM starts from
+   * what was saved in `dir` instead of booting; the spec must have the template's memory, vCPUs,
+   * kernel and device shape, with its own share paths, sockets and NIC backend.
+   */
+  template?: { mode: 'boot' | 'restore'; dir: string };
+  /**
+   * Host-side limits of the VMM process (its cgroup), e.g. from the container's HostConfig.
+   * Absent fields are derived from memoryMiB and vcpus; cpuQuotaUs null means no CPU quota.
+   */
+  limits?: { memoryBytes?: number; cpuQuotaUs?: number | null; cpuPeriodUs?: number };
 }
 
 export interface VmExit {
@@ -119,6 +133,10 @@ export interface Vm {
   addNic(nic: NicSpec): Promise<void>;
   /** Recent guest console output (kernel messages). */
   consoleTail(): string;
+  /** VM templates: pauses a VM started with `template.mode` 'boot' and saves it into its template dir. */
+  saveTemplate?(): Promise<void>;
+  /** Milliseconds of the VMM's start-up steps (e.g. spawn, restore), for the start-latency breakdown. */
+  startTimings?: Record<string, number>;
 }
 
 export interface Hypervisor {

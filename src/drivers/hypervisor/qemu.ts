@@ -32,6 +32,8 @@ import type {
   VmStats,
 } from './hypervisor';
 import { QmpClient } from './qmp';
+import { openTemplateFiles, restoreTemplateState, saveTemplateState, templateArgs } from './qemu-template';
+import { VmmConfinement, type ConfinementOptions, type VmmJail } from './vmm-confinement';
 
 const log = logger('qemu');
 
@@ -47,6 +49,8 @@ export interface QemuOptions {
   probeGuest?: { kernelPath: string; initrdPath: string };
   /** Seconds to wait for QEMU to connect its sockets. */
   startTimeoutMs?: number;
+  /** How each QEMU process is confined (seccomp, capabilities, uid, cgroup, mount namespace); see vmm-confinement.ts. */
+  confinement?: ConfinementOptions;
 }
 
 const CONSOLE_TAIL_BYTES = 16 * 1024;
@@ -54,10 +58,12 @@ const CLOCK_TICKS_PER_SECOND = 100;
 
 export class QemuHypervisor implements Hypervisor {
   private constructor(
-    private readonly opts: Required<Omit<QemuOptions, 'probeGuest'>>,
+    private readonly opts: Required<Omit<QemuOptions, 'probeGuest' | 'confinement'>>,
     private readonly version: string,
     private readonly accel: AcceleratorChoice,
   ) {}
+
+  private confinement = VmmConfinement.disabled();
 
   static async open(options: QemuOptions): Promise<QemuHypervisor> {
     const binary = options.binary ?? findOnPath('qemu-system-x86_64');
@@ -65,6 +71,7 @@ export class QemuHypervisor implements Hypervisor {
       throw unavailable('qemu-system-x86_64 not found: install it with `apt-get install qemu-system-x86`');
     }
     const version = await qemuVersion(binary);
+    const confinement = await VmmConfinement.detect(binary, options.confinement);
     const opts = {
       runRoot: options.runRoot,
       binary,
@@ -79,11 +86,14 @@ export class QemuHypervisor implements Hypervisor {
         accel = { accelerator: 'kvm', reason: `${accel.reason} (not probed: no guest given)`, needsProbe: false };
       } else {
         const probe = new QemuHypervisor(opts, version, { ...accel, needsProbe: false });
+        probe.confinement = confinement;
         accel = await probe.probeKvm(options.probeGuest);
       }
     }
     log.info('accelerator chosen', { accelerator: accel.accelerator, reason: accel.reason, qemu: version });
-    return new QemuHypervisor(opts, version, accel);
+    const hv = new QemuHypervisor(opts, version, accel);
+    hv.confinement = confinement;
+    return hv;
   }
 
   info(): HypervisorInfo {
@@ -92,6 +102,7 @@ export class QemuHypervisor implements Hypervisor {
       version: this.version,
       accelerator: this.accel.accelerator,
       acceleratorReason: this.accel.reason,
+      securityOptions: this.confinement.securityOptions(),
     };
   }
 
@@ -121,17 +132,24 @@ export class QemuHypervisor implements Hypervisor {
     const helpers: ChildProcess[] = [];
     const servers: net.Server[] = [];
     let qemu: ChildProcess | undefined;
+    let jail: VmmJail | undefined;
+    let templateFiles: Awaited<ReturnType<typeof openTemplateFiles>> | undefined;
+    const t0 = performance.now();
     try {
       const agentAccept = listenOnce(path.join(runDir, 'agent.sock'), servers);
       const qmpAccept = listenOnce(path.join(runDir, 'qmp.sock'), servers);
       const shareArgs = await this.shareArgs(spec.shares ?? [], runDir, helpers);
       const args = this.commandLine(spec, runDir, shareArgs);
+      jail = await this.confinement.prepare({ spec, runDir, accelerator: this.accel.accelerator, args });
       log.debug('starting qemu', { id: spec.id, args: args.join(' ') });
-      qemu = spawnWithParentDeath(this.opts.binary, args);
+      templateFiles = await openTemplateFiles(spec);
+      qemu = jail.spawn(this.opts.binary, args, templateFiles.fds);
+      await templateFiles.close();
       const console = new ConsoleBuffer();
       qemu.stdout?.on('data', (c: Buffer) => console.append(c));
       qemu.stderr?.on('data', (c: Buffer) => console.append(c));
-      const early = exitPromise(qemu, console);
+      const vmmJail = jail;
+      const early = exitPromise(qemu, console).then(async (e) => (await vmmJail.release(), e));
       const [agentSocket, qmpSocket] = await Promise.race([
         Promise.all([agentAccept, qmpAccept]),
         early.then((e) => {
@@ -144,12 +162,18 @@ export class QemuHypervisor implements Hypervisor {
       for (const s of servers) s.close();
       const qmp = new QmpClient(qmpSocket);
       await qmp.handshake();
+      const t1 = performance.now();
+      const restored = spec.template?.mode === 'restore' ? await restoreTemplateState(qmp) : undefined;
       // Everything is connected: the run dir has served its purpose.
       await fs.rm(runDir, { recursive: true, force: true });
-      return new QemuVm(spec, qemu, helpers, agentSocket, qmp, console, this.opts.machine, early);
+      const vm = new QemuVm(spec, qemu, helpers, agentSocket, qmp, console, this.opts.machine, early);
+      vm.startTimings = { spawnToConnectedMs: t1 - t0, ...(restored ? { restoreLoadMs: restored.loadMs, restoreContMs: restored.contMs } : {}) };
+      return vm;
     } catch (err) {
+      await templateFiles?.close().catch(() => undefined);
       for (const s of servers) s.close();
       qemu?.kill('SIGKILL');
+      if (!qemu) await jail?.release(); // else released once QEMU has exited
       for (const h of helpers) h.kill('SIGKILL');
       await fs.rm(runDir, { recursive: true, force: true });
       throw err;
@@ -166,8 +190,8 @@ export class QemuHypervisor implements Hypervisor {
       ? // acpi=off: the kernel gets the virtio-mmio devices on its command line, no tables to parse.
         // rtc=on (without it the guest boots ~1.8 s slower under TCG); our kernel leaves out the
         // rtc_cmos driver so that IRQ 8 stays free for the fifth virtio-mmio transport.
-        `microvm,acpi=${spec.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on${usesVirtioFs ? `,memory-backend=${memId}` : ''}`
-      : `q35,${usesVirtioFs ? `memory-backend=${memId}` : ''}`.replace(/,$/, '');
+        `microvm,acpi=${spec.acpi ? 'on' : 'off'},x-option-roms=off,rtc=on${usesVirtioFs || spec.template ? `,memory-backend=${memId}` : ''}`
+      : `q35,${usesVirtioFs || spec.template ? `memory-backend=${memId}` : ''}`.replace(/,$/, '');
     const cmdline = [
       'console=ttyS0',
       'quiet',
@@ -220,6 +244,7 @@ export class QemuHypervisor implements Hypervisor {
       );
     }
     args.push(...shareArgs);
+    args.push(...templateArgs(spec, memId, usesVirtioFs));
     return args;
   }
 
@@ -308,6 +333,13 @@ class QemuVm implements Vm {
 
   async resume(): Promise<void> {
     await this.qmp.execute('cont');
+  }
+
+  startTimings?: Record<string, number>;
+
+  async saveTemplate(): Promise<void> {
+    if (this.spec.template?.mode !== 'boot') throw invalid(`VM ${this.id} was not booted as a template`);
+    await saveTemplateState(this.qmp);
   }
 
   async kill(): Promise<VmExit> {
