@@ -462,12 +462,15 @@ function allocateUser(): { uid: number; gid: number } {
 function jailFor(h: HostSupport, input: PrepareInput, root: string): JailPlan {
   const { spec, runDir, accelerator, args } = input;
   const binds = new Map<string, Bind>();
-  const add = (p: string, readOnly: boolean) => {
+  const add = (p: string, readOnly: boolean, orParent = false) => {
     let st;
     try {
       st = statSync(p);
     } catch {
-      return; // not there (yet): QEMU will report it
+      // Not there yet: a file QEMU is to create (e.g. a template's RAM file) needs its directory.
+      const dir = path.dirname(p);
+      if (orParent && dir !== '/' && !binds.has(dir)) add(dir, readOnly);
+      return;
     }
     const prev = binds.get(p);
     binds.set(p, { path: p, readOnly: prev ? prev.readOnly && readOnly : readOnly, kind: st.isDirectory() ? 'dir' : 'file' });
@@ -483,7 +486,7 @@ function jailFor(h: HostSupport, input: PrepareInput, root: string): JailPlan {
   const known = new Set(binds.keys());
   for (const p of pathsInArgs(args)) {
     if (known.has(p) || isWithin(p, runDir) || h.rootDirs.some((d) => isWithin(p, `/${d}`)) || isWithin(p, '/dev')) continue;
-    add(p, false);
+    add(p, false, true);
   }
   const devices = ['/dev/null', '/dev/zero', '/dev/full', '/dev/random', '/dev/urandom'];
   if (accelerator === 'kvm') devices.push('/dev/kvm');
