@@ -185,3 +185,28 @@ test('its cgroups go when the VM exits', async () => {
   expect(isAlive(pid)).toBe(false);
   expect(await waitUntil(() => cgs.every((c) => !existsSync(c.dir)), 5000)).toBe(true);
 });
+
+test('virtio-fs: virtiofsd joins the VM\'s cgroup, keeps its own sandbox, and goes with the VM', async () => {
+  if (!qemu.capabilities().fsShare.includes('virtio-fs')) return;
+  const c = await makeContainerRootfs();
+  const sb = await Sandbox.start(qemu, guest, { id: 'vmm-confinement-vfs', rootfsDir: c.rootfs.merged, shareKind: 'virtio-fs' });
+  try {
+    const p = await sb.exec({ args: ['sh', '-c', 'echo x > /f && chown 1000 /f'], env: ['PATH=/bin'] });
+    expect((await p.exited).exitCode).toBe(0);
+    expect(statSync(path.join(c.rootfs.merged, 'f')).uid).toBe(1000);
+    const cgs = vmCgroups(sb.vm.pid);
+    const members = readFileSync(path.join(cgs[0].dir, 'cgroup.procs'), 'utf8').trim().split('\n').map(Number);
+    const helpers = members.filter((m) => m !== sb.vm.pid);
+    expect(helpers.length).toBeGreaterThan(0);
+    // virtiofsd's worker: a mount namespace of its own (pivot_root into the share) and a seccomp filter.
+    const worker = helpers.find((h) => status(h).Seccomp === '2');
+    expect(worker).toBeDefined();
+    expect(readlinkSync(`/proc/${worker}/ns/mnt`)).not.toBe(readlinkSync('/proc/self/ns/mnt'));
+    expect(status(worker!).NoNewPrivs).toBe('1');
+    await sb.kill();
+    expect(await waitUntil(() => helpers.every((h) => !isAlive(h)) && cgs.every((g) => !existsSync(g.dir)), 5000)).toBe(true);
+  } finally {
+    await sb.kill();
+    await c.cleanup();
+  }
+});

@@ -138,9 +138,9 @@ export class QemuHypervisor implements Hypervisor {
     try {
       const agentAccept = listenOnce(path.join(runDir, 'agent.sock'), servers);
       const qmpAccept = listenOnce(path.join(runDir, 'qmp.sock'), servers);
-      const shareArgs = await this.shareArgs(spec.shares ?? [], runDir, helpers);
+      jail = await this.confinement.prepare({ spec, runDir, accelerator: this.accel.accelerator });
+      const shareArgs = await this.shareArgs(spec.shares ?? [], runDir, helpers, jail);
       const args = this.commandLine(spec, runDir, shareArgs);
-      jail = await this.confinement.prepare({ spec, runDir, accelerator: this.accel.accelerator, args });
       log.debug('starting qemu', { id: spec.id, args: args.join(' ') });
       templateFiles = await openTemplateFiles(spec);
       qemu = jail.spawn(this.opts.binary, args, templateFiles.fds);
@@ -249,7 +249,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   /** QEMU arguments for shares (flag, value pairs); starts one virtiofsd per virtio-fs share. */
-  private async shareArgs(shares: ShareSpec[], runDir: string, helpers: ChildProcess[]): Promise<string[]> {
+  private async shareArgs(shares: ShareSpec[], runDir: string, helpers: ChildProcess[], jail?: VmmJail): Promise<string[]> {
     const out: string[] = [];
     const microvm = this.opts.machine === 'microvm';
     for (const [i, share] of shares.entries()) {
@@ -266,7 +266,7 @@ export class QemuHypervisor implements Hypervisor {
         const sock = path.join(runDir, `fs${i}.sock`);
         const args = [`--socket-path=${sock}`, '-o', `source=${share.hostPath}`, '-o', 'cache=auto', '-o', 'no_posix_lock'];
         if (share.readOnly) args.push('-o', 'readonly');
-        const d = spawnWithParentDeath(this.opts.virtiofsdPath, args);
+        const d = jail ? jail.spawnHelper(this.opts.virtiofsdPath, args) : spawnWithParentDeath(this.opts.virtiofsdPath, args);
         d.stdout?.resume();
         d.stderr?.resume();
         helpers.push(d);

@@ -277,8 +277,6 @@ export interface PrepareInput {
   spec: VmSpec;
   runDir: string;
   accelerator: string;
-  /** The QEMU argv (without the wrapper): every host path it names is bound into the jail. */
-  args: string[];
 }
 
 /** One VM's confinement: how to launch its VMM, and what to undo when it has exited. */
@@ -288,6 +286,8 @@ export class VmmJail {
     readonly limits: VmmLimits | null,
     readonly cgroupDirs: string[],
     private readonly seccomp: boolean,
+    /** Plans the mount namespace once the QEMU argv is known (every host path it names is bound). */
+    private readonly planJail: ((args: string[]) => JailPlan) | null = null,
   ) {}
 
   /** QEMU arguments of the confinement (-sandbox). */
@@ -297,17 +297,42 @@ export class VmmJail {
 
   /** `extraFds` are inherited from fd 3 on (a VM template's state file, qemu-template.ts). */
   spawn(binary: string, args: string[], extraFds: number[] = []): ChildProcess {
-    const { command, argv } = buildLaunch(this.plan, binary, [...args, ...this.qemuArgs()]);
+    const plan = this.planJail ? { ...this.plan, jail: this.planJail(args) } : this.plan;
+    const { command, argv } = buildLaunch(plan, binary, [...args, ...this.qemuArgs()]);
     return spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe', ...extraFds] });
   }
 
-  /** Removes the VM's cgroups; call once its processes have exited (retries while they drain). */
+  /**
+   * A helper of this VM (virtiofsd): it joins the VM's cgroups and dies with the daemon, and
+   * keeps its own sandbox (virtiofsd pivot_roots into the shared directory, drops capabilities
+   * and installs its own seccomp filter), which needs the privileges ours would take away.
+   */
+  spawnHelper(binary: string, args: string[]): ChildProcess {
+    const plan: LaunchPlan = { ...this.plan, jail: null, user: null, capabilities: null };
+    const { command, argv } = buildLaunch(plan, binary, args);
+    return spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+  }
+
+  /**
+   * Removes the VM's cgroups once QEMU has exited. Whatever is still inside (its virtiofsd) is
+   * this VM's and is killed first, as cgroup.kill would.
+   */
   async release(): Promise<void> {
-    await Promise.all(this.cgroupDirs.map((d) => removeCgroup(d)));
+    await Promise.all(this.cgroupDirs.map((d) => removeCgroup(d, true)));
   }
 }
 
-async function removeCgroup(dir: string): Promise<void> {
+async function removeCgroup(dir: string, killLeft = false): Promise<void> {
+  if (killLeft) {
+    const left = (await fs.readFile(path.join(dir, 'cgroup.procs'), 'utf8').catch(() => '')).split('\n').filter(Boolean);
+    for (const pid of left) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
   for (let i = 0; ; i++) {
     try {
       await fs.rmdir(dir);
@@ -398,15 +423,15 @@ export class VmmConfinement {
       // Attaching to a tap device that another uid owns is TUNSETIFF under CAP_NET_ADMIN.
       caps.push('net_admin');
     }
-    let jail: JailPlan | null = null;
+    let planJail: ((args: string[]) => JailPlan) | null = null;
     if (this.on('mount-namespace')) {
       const root = path.join(runDir, 'root');
       await fs.mkdir(root, { mode: 0o700 });
-      jail = jailFor(h, input, root);
+      planJail = (args) => jailFor(h, input, root, args);
     }
     const user = this.on('user') ? allocateUser() : null;
-    const plan = basePlan(h, { setpriv: h.setpriv, cgroupProcs: procs, jail, user, capabilities: caps });
-    return new VmmJail(plan, limits, cgroupDirs, this.on('seccomp'));
+    const plan = basePlan(h, { setpriv: h.setpriv, cgroupProcs: procs, user, capabilities: caps });
+    return new VmmJail(plan, limits, cgroupDirs, this.on('seccomp'), planJail);
   }
 }
 
@@ -459,8 +484,8 @@ function allocateUser(): { uid: number; gid: number } {
   return { uid: id, gid: id };
 }
 
-function jailFor(h: HostSupport, input: PrepareInput, root: string): JailPlan {
-  const { spec, runDir, accelerator, args } = input;
+function jailFor(h: HostSupport, input: PrepareInput, root: string, args: string[]): JailPlan {
+  const { spec, runDir, accelerator } = input;
   const binds = new Map<string, Bind>();
   const add = (p: string, readOnly: boolean, orParent = false) => {
     let st;
