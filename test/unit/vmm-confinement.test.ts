@@ -76,17 +76,20 @@ describe('buildLaunch', () => {
     ]);
     expect(script.endsWith('exec "$@"')).toBe(true);
     // Parents are bound before what lies below them; read-only ones remounted so.
-    const order = ['/usr', '/tmp/ctr/rootfs/merged', '/tmp/ctr/rootfs/merged/sub'].map((p) => script.indexOf(`--bind '${p}'`));
+    const order = ['/usr', '/tmp/ctr/rootfs/merged', '/tmp/ctr/rootfs/merged/sub'].map((p) => script.search(new RegExp(`--bind (-o \\S+ )?'${p}'`)));
     expect(order.every((i) => i > 0)).toBe(true);
     expect([...order].sort((a, b) => a - b)).toEqual(order);
-    expect(script).toContain(`-o remount,bind,ro,nosuid,nodev "$R"'/usr'`);
-    expect(script).not.toContain(`-o remount,bind,ro,nosuid,nodev "$R"'/tmp/ctr/rootfs/merged'\n`);
-    expect(script).toContain(`--bind '/cache/it'\\''s/bzImage'`);
+    expect(script).toContain(`--bind -o ro,nosuid,nodev '/usr' "$R"'/usr'`);
+    expect(script).toContain(`--bind '/tmp/ctr/rootfs/merged' "$R"'/tmp/ctr/rootfs/merged'\n`);
+    expect(script).toContain(`--bind -o ro,nosuid,nodev '/cache/it'\\''s/bzImage'`);
     expect(script).toContain(`--bind '/dev/kvm' "$R"'/dev/kvm'`);
     expect(script).toContain("ln -s 'usr/bin' \"$R\"'/bin'");
     expect(script).toMatch(/pivot_root \. oldroot\n.*umount -l \/oldroot/);
-    // A file mount point is only created where nothing is (never truncates a bound file).
-    expect(script).toContain(`[ -e "$R"'/cache/it'\\''s/bzImage' ] || {`);
+    // Mount points are all made in the fresh tmpfs before the first bind: nothing is ever created
+    // (or truncated) in a host directory.
+    expect(script).toContain(`: > "$R"'/cache/it'\\''s/bzImage'`);
+    expect(script.lastIndexOf(': > ')).toBeLessThan(script.indexOf('--bind'));
+    expect(script.lastIndexOf('mkdir ')).toBeLessThan(script.indexOf('--bind'));
     // Valid shell.
     const check = spawnSync('/bin/sh', ['-n', '-c', script]);
     expect(check.status).toBe(0);
