@@ -224,9 +224,16 @@ function vsockHandshake(sock: net.Socket, port: number, timeoutMs: number): Prom
       const rest = buf.subarray(nl + 1);
       if (!/^OK \d+$/.test(line)) return finish(false);
       sock.off('data', onData);
-      // Not flowing again until the caller attaches its own 'data' listener.
+      // Hold the stream (bytes after the OK line included) until the caller reads it: an explicit
+      // pause() is not undone by a later 'data' listener, so resume when one is attached.
       sock.pause();
       if (rest.length) sock.unshift(rest);
+      const resumeOnReader = (event: string | symbol) => {
+        if (event !== 'data') return;
+        sock.off('newListener', resumeOnReader);
+        process.nextTick(() => sock.resume());
+      };
+      sock.on('newListener', resumeOnReader);
       finish(true);
     };
     const onEnd = () => finish(false);
