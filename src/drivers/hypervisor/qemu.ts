@@ -164,9 +164,10 @@ export class QemuHypervisor implements Hypervisor {
       await qmp.handshake();
       const t1 = performance.now();
       const restored = spec.template?.mode === 'restore' ? await restoreTemplateState(qmp) : undefined;
-      // Everything is connected: the run dir has served its purpose.
-      await fs.rm(runDir, { recursive: true, force: true });
+      // Everything is connected: the run dir has served its purpose (a VM template's once it is saved).
+      if (spec.template?.mode !== 'boot') await fs.rm(runDir, { recursive: true, force: true });
       const vm = new QemuVm(spec, qemu, helpers, agentSocket, qmp, console, this.opts.machine, early);
+      if (spec.template?.mode === 'boot') vm.templateRunDir = runDir;
       vm.startTimings = { spawnToConnectedMs: t1 - t0, ...(restored ? { restoreLoadMs: restored.loadMs, restoreContMs: restored.contMs } : {}) };
       return vm;
     } catch (err) {
@@ -317,6 +318,7 @@ class QemuVm implements Vm {
     this.exited = processExit.then(async (exit) => {
       for (const h of this.helpers) h.kill('SIGKILL');
       await Promise.all(this.helpers.map((h) => (h.exitCode === null && h.signalCode === null ? once(h, 'exit') : undefined)));
+      if (this.templateRunDir) await fs.rm(this.templateRunDir, { recursive: true, force: true });
       this.qmp.close();
       this.agentChannel.destroy();
       return exit;
@@ -336,10 +338,18 @@ class QemuVm implements Vm {
   }
 
   startTimings?: Record<string, number>;
+  /** A VM template's run dir: kept until the VM is saved (qemu-template.ts). */
+  templateRunDir?: string;
 
   async saveTemplate(): Promise<void> {
-    if (this.spec.template?.mode !== 'boot') throw invalid(`VM ${this.id} was not booted as a template`);
-    await saveTemplateState(this.qmp);
+    const runDir = this.templateRunDir;
+    if (this.spec.template?.mode !== 'boot' || !runDir) throw invalid(`VM ${this.id} was not booted as a template`);
+    try {
+      await saveTemplateState(this.qmp, runDir, this.spec.template.dir);
+    } finally {
+      this.templateRunDir = undefined;
+      await fs.rm(runDir, { recursive: true, force: true });
+    }
   }
 
   async kill(): Promise<VmExit> {
