@@ -229,11 +229,51 @@ static int have_vsock_device(void)
 	return found;
 }
 
+/*
+ * Hypervisors without virtio-serial name a tty for the channel on the kernel command line:
+ * paddock.channel=/dev/hvc1 (Xen's PV channel), /dev/ttyS0 (VirtualBox's serial port).
+ */
+static ssize_t slurp(const char *path, char *buf, size_t cap);
+
+static int channel_tty_from_cmdline(char *path, size_t n)
+{
+	char cmdline[4096];
+	ssize_t len = slurp("/proc/cmdline", cmdline, sizeof cmdline - 1);
+	if (len <= 0) return -1;
+	cmdline[len] = 0;
+	for (char *save = NULL, *w = strtok_r(cmdline, " \n", &save); w; w = strtok_r(NULL, " \n", &save)) {
+		if (strncmp(w, "paddock.channel=/dev/", 21) == 0 && strlen(w + 16) < n) { strcpy(path, w + 16); return 0; }
+	}
+	return -1;
+}
+
+static int open_raw_tty(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) return -1;
+	struct termios t;
+	if (tcgetattr(fd, &t) == 0) {
+		cfmakeraw(&t);
+		cfsetispeed(&t, B115200);
+		cfsetospeed(&t, B115200);
+		tcsetattr(fd, TCSANOW, &t);
+	}
+	return fd;
+}
+
 static int open_channel(void)
 {
 	char path[300];
+	char tty[64];
+	int named_tty = channel_tty_from_cmdline(tty, sizeof tty) == 0;
 	/* The port is usually probed before init runs; allow a little time for late probing. */
 	for (int i = 0; i < 500; i++) {
+		if (named_tty) {
+			int fd = open_raw_tty(tty);
+			if (fd >= 0) return fd;
+			usleep(10000);
+			continue;
+		}
 		if (find_virtio_port(path, sizeof path) == 0) {
 			int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
 			if (fd >= 0) return fd;
