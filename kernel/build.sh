@@ -36,6 +36,14 @@ if [ -n "${PADDOCK_NO_BUILD:-}" ]; then
 fi
 work="$cache_root/kernel-build/linux-$src_version"
 case "$work" in "$cache_root"/kernel-build/linux-*) ;; *) echo "bad work dir" >&2; exit 1;; esac
+# One build at a time in the shared source tree (tests, the daemon and setup may all ask at once);
+# whoever waited finds the result cached.
+mkdir -p "$cache_root/kernel-build"
+exec 9>"$cache_root/kernel-build/.lock"
+flock 9
+if [ -f "$out/bzImage" ] && [ -f "$out/vmlinux" ]; then
+  echo "$out"; exit 0
+fi
 if [ ! -f "$work/Makefile" ]; then
   log "unpacking $src_tar (once per source version)"
   rm -rf -- "$work.tmp"; mkdir -p "$work.tmp"
