@@ -15,6 +15,8 @@ packages=(
   qemu-system-x86 qemu-system-common util-linux kmod cpio xz-utils
   linux-source-6.1 bc flex bison libelf-dev build-essential
   musl-tools busybox-static
+  # container networking: namespace, switch build, NAT (iptables) and the userspace uplink
+  iproute2 iptables slirp4netns gcc libc6-dev
   # tests: a real registry, real clients, and dockerd as the reference
   docker-registry docker.io containerd runc docker-compose python3-docker iproute2
 )
@@ -36,5 +38,6 @@ fi
 
 log "guest initramfs: $(bash rootfs-builder/build.sh)"
 log "guest kernel: $(bash kernel/build.sh)"
+log "network switch: $(bash scripts/build-switch.sh)"
 log "compiling TypeScript"
 npx tsc -p tsconfig.json >&2

@@ -183,7 +183,7 @@ describe('HostConfig', () => {
 
   it('defaults what dockerd defaults', () => {
     expect(hc({})).toMatchObject({
-      NetworkMode: 'bridge',
+      NetworkMode: 'default',
       RestartPolicy: { Name: 'no', MaximumRetryCount: 0 },
       LogConfig: { Type: 'json-file', Config: {} },
       AutoRemove: false,

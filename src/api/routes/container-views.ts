@@ -99,7 +99,7 @@ export function listView(record: ContainerRecord): Record<string, unknown> {
     Labels: record.Config.Labels ?? {},
     State: record.State.Status,
     Status: statusText(record),
-    HostConfig: { NetworkMode: record.HostConfig.NetworkMode || 'bridge' },
+    HostConfig: { NetworkMode: record.HostConfig.NetworkMode || 'default' },
     NetworkSettings: { Networks: networkSettings(record).Networks },
     Mounts: mountsView(record.MountPoints),
   };

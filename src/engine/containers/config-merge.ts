@@ -17,7 +17,7 @@ const CONFIG_FIELDS = new Set([
 
 /** Every HostConfig field dockerd reports, with the value it reports when the client sent none. */
 const HOST_CONFIG_DEFAULTS = {
-  Binds: null, ContainerIDFile: '', LogConfig: { Type: 'json-file', Config: {} }, NetworkMode: 'bridge',
+  Binds: null, ContainerIDFile: '', LogConfig: { Type: 'json-file', Config: {} }, NetworkMode: 'default',
   PortBindings: {}, AutoRemove: false, VolumeDriver: '', VolumesFrom: null, ConsoleSize: [0, 0] as [number, number],
   Annotations: null, CapAdd: null, CapDrop: null, CgroupnsMode: 'private', Dns: [], DnsOptions: [], DnsSearch: [],
   ExtraHosts: null, GroupAdd: null, IpcMode: 'private', Cgroup: '', Links: null, OomScoreAdj: 0, PidMode: '',
@@ -104,7 +104,7 @@ export function normaliseHostConfig(hc: HostConfig): HostConfig {
   return {
     ...HOST_CONFIG_DEFAULTS,
     ...given,
-    NetworkMode: (given.NetworkMode as string) || 'bridge',
+    NetworkMode: (given.NetworkMode as string) || 'default',
     RestartPolicy: { Name: policy.Name || 'no', MaximumRetryCount: policy.MaximumRetryCount ?? 0 },
   };
 }
