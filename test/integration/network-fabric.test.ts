@@ -117,3 +117,24 @@ test('removing an interface takes the VM off the network', async () => {
   expect(r.out).not.toContain('eth0');
   expect(r.out).toContain('trunk0');
 });
+
+test('with masquerading, the namespace gets a userspace uplink and NAT, and nothing on the host', async () => {
+  if (!require('node:fs').existsSync('/usr/bin/slirp4netns')) {
+    console.warn('slirp4netns is not installed: outbound NAT not checked');
+    return;
+  }
+  const hostLinks = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).replace(/state \w+.*$/gm, '');
+  const switchBinary = execFileSync('bash', [path.join(repoRoot, 'scripts/build-switch.sh')], { encoding: 'utf8' }).trim();
+  const nat = await NetworkFabric.open({ namespace: `paddock-n${process.pid}`, runDir: path.join(os.tmpdir(), `pdk-nat-${process.pid}`), switchBinary, masquerade: true });
+  try {
+    // No packet is sent anywhere: only the configuration is looked at.
+    expect(await nat.ns.ip(['-o', '-4', 'addr', 'show', 'dev', 'uplink0'])).toContain('10.0.2.100/24');
+    expect(await nat.ns.ip(['route', 'show', 'default'])).toContain('via 10.0.2.2 dev uplink0');
+    expect(await nat.ns.run('iptables', ['-t', 'nat', '-S', 'POSTROUTING'])).toContain('-o uplink0 -j MASQUERADE');
+    expect(await nat.ns.run('iptables', ['-S', 'FORWARD'])).toContain('-P FORWARD DROP');
+    expect(execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).replace(/state \w+.*$/gm, '')).toBe(hostLinks);
+  } finally {
+    await nat.close();
+  }
+  expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(`paddock-n${process.pid}`);
+});

@@ -15,6 +15,7 @@ const log = logger('switch');
 export class SwitchControl {
   private readonly waiting: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private buffered = '';
+  private stopping = false;
 
   private constructor(
     private readonly proc: ChildProcess,
@@ -33,7 +34,6 @@ export class SwitchControl {
     proc.stderr?.setEncoding('utf8').on('data', (c: string) => {
       stderr = (stderr + c).slice(-2000);
     });
-    proc.on('exit', (code, signal) => log.warn('paddock-switch exited', { code, signal, stderr: stderr.trim() }));
     const deadline = Date.now() + 5000;
     while (!existsSync(controlPath) || !/ready/.test(stderr)) {
       if (proc.exitCode !== null || Date.now() > deadline) {
@@ -46,7 +46,11 @@ export class SwitchControl {
       const s = net.connect(controlPath, () => resolve(s));
       s.once('error', reject);
     });
-    return new SwitchControl(proc, socket);
+    const control = new SwitchControl(proc, socket);
+    proc.on('exit', (code, signal) => {
+      if (!control.stopping) log.error('paddock-switch exited: container networking is down', { code, signal, stderr: stderr.trim() });
+    });
+    return control;
   }
 
   /** Sends one command; resolves on "ok", rejects with the switch's reason otherwise. */
@@ -85,6 +89,7 @@ export class SwitchControl {
   }
 
   stop(): void {
+    this.stopping = true;
     this.socket.destroy();
     this.proc.kill('SIGKILL');
   }
