@@ -863,8 +863,15 @@ export class ContainerService {
       if (!record) continue;
       this.records.set(id, record);
       if (record.State.Running || record.State.Restarting) {
-        // Its VM died with the previous daemon (QEMU runs with a parent-death signal).
+        // Its VM died with the previous daemon (QEMU runs with a parent-death signal), and its
+        // addresses and published ports with it.
         record.State = exitedState(record.State, 137);
+        if (record.NetworkSettings) {
+          for (const [name, s] of Object.entries(record.NetworkSettings.Networks)) {
+            record.NetworkSettings.Networks[name] = { ...emptyEndpoint(s.NetworkID, s), Aliases: s.Aliases };
+          }
+          record.NetworkSettings.Ports = {};
+        }
         await this.persist(record);
         toRestart.push(record);
       } else if (record.State.Status === 'exited' && ['always', 'unless-stopped'].includes(record.HostConfig.RestartPolicy?.Name ?? '')) {
