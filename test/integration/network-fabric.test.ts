@@ -138,3 +138,25 @@ test('with masquerading, the namespace gets a userspace uplink and NAT, and noth
   }
   expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toContain(`paddock-n${process.pid}`);
 });
+
+test('a published UDP port relays datagrams both ways', async () => {
+  // An echo server inside the daemon's namespace, on the gateway address, stands in for a container.
+  const { spawn } = await import('node:child_process');
+  const dgram = await import('node:dgram');
+  const echo = spawn('ip', ['netns', 'exec', nsName, process.execPath, '-e',
+    "const s=require('dgram').createSocket('udp4');s.on('message',(m,r)=>s.send(Buffer.concat([Buffer.from('echo:'),m]),r.port,r.address));s.bind(7777,'172.18.0.1',()=>console.log('up'))"]);
+  await new Promise<void>((resolve) => echo.stdout.once('data', () => resolve()));
+  const published = await fabric.publisher.publish({ proto: 'udp', hostIp: '127.0.0.1', hostPort: 0, containerIp: '172.18.0.1', containerPort: 7777 });
+  const client = dgram.createSocket('udp4');
+  try {
+    const reply = await new Promise<string>((resolve) => {
+      client.on('message', (m) => resolve(m.toString()));
+      client.send('datagram-1', published.hostPort, '127.0.0.1');
+    });
+    expect(reply).toBe('echo:datagram-1');
+  } finally {
+    client.close();
+    await published.close();
+    echo.kill();
+  }
+});
