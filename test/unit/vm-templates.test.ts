@@ -1,4 +1,5 @@
 /** VM templates (issue 7): which VMs can be clones, and what a template is keyed on. */
+import { parseDaemonArgs } from '../../src/config';
 import type { HypervisorCapabilities, HypervisorInfo, VmSpec } from '../../src/drivers/hypervisor/hypervisor';
 import { templateKey, templateShape, untemplatable } from '../../src/engine/vm-templates';
 
@@ -66,4 +67,16 @@ test('the device shape, memory, vCPUs, kernel arguments and guest image change t
   expect(keys.size).toBe(variants.length + 3);
   expect(templateKey(templateShape(spec, { ...info, version: '8.2' }), 'k', 'i')).not.toBe(base);
   expect(templateKey(templateShape(spec, { ...info, accelerator: 'kvm' }), 'k', 'i')).not.toBe(base);
+});
+
+test('--vm-templates is on by default and takes true/false', () => {
+  const parse = (argv: string[]) => {
+    const c = parseDaemonArgs(argv);
+    if (c === 'help') throw new Error('help');
+    return c.vmTemplates;
+  };
+  expect(parse([])).toBe(true);
+  expect(parse(['--vm-templates=false'])).toBe(false);
+  expect(parse(['--vm-templates', 'true'])).toBe(true);
+  expect(() => parse(['--vm-templates=maybe'])).toThrow(/vm-templates/);
 });
