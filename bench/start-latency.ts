@@ -10,8 +10,9 @@
  *     min/median/max and ratios to dockerd.
  *  2. Where a Paddock `docker run --rm true` spends its time: CLI → API requests (create, start),
  *     the Sandbox steps reported by the daemon (VMM spawn, template restore, agent READY, clock +
- *     rootfs mount, other mounts), the rest of start (overlay, main process), run to exit (`die`),
- *     teardown (`die` → `destroy`), CLI exit. Medians over the runs.
+ *     rootfs mount, other mounts), the rest of start (overlay, main process), run to `die` (which
+ *     Paddock publishes once the VM is gone and the rootfs unmounted), `die` → `destroy`, CLI exit.
+ *     Medians over the runs.
  *  3. 20 concurrent `docker run -d busybox sleep 600`: time until every CLI returned (all running),
  *     then host memory per idle container — PSS of each QEMU process (/proc/<pid>/smaps_rollup) for
  *     Paddock; for dockerd, PSS of the container's processes + its containerd shim, and its memory
@@ -223,8 +224,8 @@ async function main(): Promise<void> {
       add('  sandbox: other mounts, hostname', s.otherMountsMs);
       add('  sandbox: total', sandboxMs);
       add('  rest of start (overlay, etc files, main process, state)', sandboxMs !== undefined ? m.startRes - m.startReq - sandboxMs : undefined);
-      add('start response → die (process runs, exit seen)', m.die - m.startRes);
-      add('teardown: die → destroy (VM stop, unmount, rm)', m.destroy - m.die);
+      add('start response → die (process runs and exits; VM killed, rootfs unmounted)', m.die - m.startRes);
+      add('die → destroy (state written, container removed)', m.destroy - m.die);
       add('destroy → CLI exited', r.t1 - m.destroy);
     }
     console.log(`\nwhere \`docker run --rm true\` goes on paddock (templates), medians of ${paddockRuns.length} runs:`);
