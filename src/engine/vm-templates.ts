@@ -105,6 +105,7 @@ interface Template {
 export class VmTemplates implements Hypervisor {
   private readonly ready = new Map<string, Promise<Template>>();
   private readonly failed = new Map<string, string>();
+  private readonly restoreFailures = new Map<string, number>();
   private readonly hashes = new Map<string, Promise<string>>();
   private swept = false;
 
@@ -144,9 +145,13 @@ export class VmTemplates implements Hypervisor {
     try {
       vm = await this.inner.create({ ...spec, template: { mode: 'restore', dir: template.dir } });
     } catch (err) {
-      // A template that does not restore is dropped (rebuilt on the next start); this VM boots.
+      // A template that does not restore is dropped (rebuilt on the next start, e.g. after the
+      // driver's device set changed); this VM boots. A rebuilt one that fails too is given up.
       log.warn('VM template did not restore; dropping it and booting', { id: spec.id, template: key, error: (err as Error).message });
       this.ready.delete(key);
+      const failures = (this.restoreFailures.get(key) ?? 0) + 1;
+      this.restoreFailures.set(key, failures);
+      if (failures >= 2) this.failed.set(key, (err as Error).message);
       await fs.rm(template.dir, { recursive: true, force: true }).catch(() => undefined);
       return this.inner.create(spec);
     }
