@@ -125,3 +125,14 @@ test('a third clone is started from the saved template faster than the template 
   expect(await sh(c, 'echo ok')).toBe('ok');
   expect(ms).toBeLessThan(meta.bootMs);
 });
+
+test('a template that does not restore is dropped: that container boots, the next one is a clone again', async () => {
+  const dirs = (await fs.readdir(templateRoot)).filter((d) => !d.includes('.build-'));
+  await fs.writeFile(path.join(templateRoot, dirs[0], 'state'), 'not a migration stream');
+  const d = await startClone('tpl-clone-d', 'clone-d');
+  expect(await sh(d, 'hostname')).toBe('clone-d');
+  expect(timings.get('tpl-clone-d')?.restoreLoadMs).toBeUndefined();
+  const e = await startClone('tpl-clone-e', 'clone-e');
+  expect(await sh(e, 'hostname')).toBe('clone-e');
+  expect(timings.get('tpl-clone-e')?.restoreLoadMs).toBeGreaterThan(0);
+});
