@@ -140,8 +140,11 @@ export class Sandbox {
       await agent.setTime(new Date());
       await agent.mount(shareMount(shareKind, ROOTFS_TAG, CONTAINER_ROOT));
       const tRootfs = performance.now();
-      for (const m of containerMounts()) await agent.mount(m);
-      for (const [text, target] of containerSymlinks) await agent.symlink(text, `${CONTAINER_ROOT}${target}`);
+      // Sent together (the agent handles requests in order): one wait instead of one per request.
+      await Promise.all([
+        ...containerMounts().map((m) => agent.mount(m)),
+        ...containerSymlinks.map(([text, target]) => agent.symlink(text, `${CONTAINER_ROOT}${target}`)),
+      ]);
       if (spec.etcFiles) {
         await agent.mount(shareMount(shareKind, ETC_TAG, ETC_GUEST_DIR));
         for (const f of spec.etcFiles.files) {
