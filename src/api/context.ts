@@ -4,9 +4,15 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex, Readable, Writable } from 'node:stream';
-import { invalid } from '../errors';
+import { invalid, PaddockError } from '../errors';
+import { checkBody, type BodyType } from './body-types';
 
-const MAX_JSON_BODY = 16 * 1024 * 1024;
+/**
+ * dockerd reads JSON bodies without a limit; the largest real ones (a create with many labels
+ * and env entries, a commit config) are kilobytes, so 10 MiB only stops a client that wants
+ * the daemon's memory.
+ */
+export const MAX_JSON_BODY = 10 * 1024 * 1024;
 
 export class RequestContext {
   readonly query: URLSearchParams;
@@ -77,29 +83,59 @@ export class RequestContext {
     return { input: null, output: res, close: () => res.end() };
   }
 
+  /**
+   * Reads a whole (JSON) body, at most `limit` bytes. Larger bodies are refused from their
+   * Content-Length before reading, else as soon as they pass the limit; the connection is then
+   * closed after the answer instead of draining what the client still sends. Tar bodies (load,
+   * import, archive PUT) are streamed by their handlers and never come through here.
+   */
   async rawBody(limit = MAX_JSON_BODY): Promise<Buffer> {
+    const tooLarge = () => {
+      if (this.res) this.res.shouldKeepAlive = false;
+      return invalid(`request body is larger than the limit of ${limit} bytes`);
+    };
+    const declared = Number(this.req.headers['content-length'] ?? 0);
+    if (declared > limit) throw tooLarge();
     const chunks: Buffer[] = [];
     let size = 0;
-    for await (const chunk of this.req) {
-      size += (chunk as Buffer).length;
-      if (size > limit) throw invalid(`request body larger than ${limit} bytes`);
-      chunks.push(chunk as Buffer);
+    try {
+      for await (const chunk of this.req) {
+        size += (chunk as Buffer).length;
+        if (size > limit) throw tooLarge();
+        chunks.push(chunk as Buffer);
+      }
+    } catch (err) {
+      if (err instanceof PaddockError) throw err;
+      // The client went away or sent a broken body (e.g. a connection closed mid-body).
+      if (this.res) this.res.shouldKeepAlive = false;
+      throw invalid(`error reading request body: ${(err as Error).message}`);
     }
     return Buffer.concat(chunks);
   }
 
-  /** Parses a JSON body; an empty body gives `fallback` (dockerd accepts empty bodies where optional). */
-  async jsonBody<T>(fallback?: T): Promise<T> {
+  /**
+   * Parses a JSON body; an empty body gives `fallback` (dockerd accepts empty bodies where
+   * optional). With `type`, values of the wrong JSON type are refused as dockerd's decoder does.
+   */
+  async jsonBody<T>(fallback?: T, type?: BodyType): Promise<T> {
     const raw = (await this.rawBody()).toString('utf8');
     if (raw.trim() === '') {
       if (fallback !== undefined) return fallback;
       throw invalid('invalid JSON: request body is empty');
     }
+    let parsed: unknown;
     try {
-      return JSON.parse(raw) as T;
+      parsed = JSON.parse(raw);
     } catch (err) {
+      // Also a RangeError for nesting deep enough to exhaust the stack: still the client's fault.
       throw invalid(`invalid JSON: ${(err as Error).message}`);
     }
+    if (parsed === null && fallback !== undefined) return fallback;
+    // Every body of the Engine API is an object; dockerd's decoder says so in Go's words.
+    if (parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) {
+      throw invalid(`json: cannot unmarshal ${Array.isArray(parsed) ? 'array' : typeof parsed} into Go value of type object`);
+    }
+    return type ? checkBody(parsed as T, type) : (parsed as T);
   }
 
   /** Docker's boolean query values: 1/true/True are true, 0/false/empty are false. */
@@ -127,6 +163,8 @@ export class RequestContext {
     } catch {
       throw invalid(`invalid filter '${raw}'`);
     }
+    if (parsed === null) return {};
+    if (typeof parsed !== 'object' || Array.isArray(parsed)) throw invalid(`invalid filter '${raw}'`);
     const out: Record<string, string[]> = {};
     for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
       if (Array.isArray(v)) out[k] = v.map(String);

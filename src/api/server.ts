@@ -154,17 +154,17 @@ async function socketGroup(group: string | undefined): Promise<number> {
 }
 
 async function dispatch(router: Router, req: IncomingMessage, res?: ServerResponse, socket?: Duplex, head?: Buffer): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://paddock');
-  let path = url.pathname;
-  let requested: string | undefined;
-  const prefixed = VERSION_PREFIX.exec(path);
-  if (prefixed) {
-    requested = prefixed[1];
-    path = prefixed[2];
-  }
   let ctx: RequestContext | undefined;
   const started = Date.now();
   try {
+    const url = requestUrl(req.url);
+    let path = url.pathname;
+    let requested: string | undefined;
+    const prefixed = VERSION_PREFIX.exec(path);
+    if (prefixed) {
+      requested = prefixed[1];
+      path = prefixed[2];
+    }
     const apiVersion = negotiate(requested);
     const match = router.match(req.method ?? 'GET', path);
     ctx = new RequestContext(req, res, match && match !== 'method-not-allowed' ? match.params : {}, apiVersion, url, socket, head);
@@ -182,6 +182,19 @@ async function dispatch(router: Router, req: IncomingMessage, res?: ServerRespon
     answerError(req, res, socket, err, ctx);
   } finally {
     log.debug('request', { method: req.method, url: req.url, ms: Date.now() - started, status: res?.statusCode });
+  }
+}
+
+/**
+ * The request target as a URL. Prefixing the origin (rather than resolving against it) keeps a
+ * path such as `//x` a path: resolved, it would name a host `x`, or throw for one that cannot be.
+ */
+function requestUrl(target: string | undefined): URL {
+  const t = target ?? '/';
+  try {
+    return t.startsWith('/') ? new URL(`http://paddock${t}`) : new URL(t);
+  } catch {
+    throw invalid(`malformed request target ${JSON.stringify(t.slice(0, 200))}`);
   }
 }
 

@@ -12,6 +12,9 @@ import type { Route } from '../router';
 import { frame, MULTIPLEXED_STREAM, parseDetachKeys, pipeStdin, RAW_STREAM } from '../streams';
 import { filterContainers, inspectView, listView } from './container-views';
 import { parseTimestamp } from './events';
+import { BODY, checkBody } from '../body-types';
+import { MAX_JSON_BODY } from '../context';
+import type { ExecCreateRequest } from '../../engine/containers/exec';
 
 export function containerRoutes(svc: ContainerService): Route[] {
   const id = (ctx: RequestContext) => ctx.params.id;
@@ -31,7 +34,7 @@ export function containerRoutes(svc: ContainerService): Route[] {
       method: 'POST',
       path: '/containers/create',
       handler: async (ctx) => {
-        const body = await ctx.jsonBody<unknown>();
+        const body = await ctx.jsonBody<unknown>(undefined, BODY.containerCreate);
         ctx.json(201, await svc.create(body, ctx.query.get('name') ?? undefined));
       },
     },
@@ -98,7 +101,7 @@ export function containerRoutes(svc: ContainerService): Route[] {
     {
       method: 'POST',
       path: '/containers/{id}/update',
-      handler: async (ctx) => ctx.json(200, await svc.update(id(ctx), await ctx.jsonBody({}))),
+      handler: async (ctx) => ctx.json(200, await svc.update(id(ctx), await ctx.jsonBody({}, BODY.containerUpdate))),
     },
     {
       method: 'POST',
@@ -167,7 +170,7 @@ export function containerRoutes(svc: ContainerService): Route[] {
     {
       method: 'POST',
       path: '/containers/{id}/exec',
-      handler: async (ctx) => ctx.json(201, svc.execs.create(id(ctx), await ctx.jsonBody())),
+      handler: async (ctx) => ctx.json(201, svc.execs.create(id(ctx), await ctx.jsonBody<ExecCreateRequest>(undefined, BODY.execCreate))),
     },
     { method: 'POST', path: '/exec/{id}/start', handler: (ctx) => execStartHandler(svc, ctx), hijack: true },
     {
@@ -244,6 +247,13 @@ async function replayLogs(svc: ContainerService, id: string, ctx: RequestContext
 async function attachWebSocketHandler(svc: ContainerService, ctx: RequestContext): Promise<void> {
   const record = svc.get(ctx.params.id);
   if (!ctx.upgradeSocket) throw invalid('attach/ws needs a websocket upgrade (Connection: Upgrade, Upgrade: websocket)');
+  // ws answers a malformed handshake itself, in plain text, and never calls back: refuse it here
+  // with a JSON error instead (the checks are ws's own).
+  const h = ctx.req.headers;
+  if (h.upgrade?.toLowerCase() !== 'websocket') throw invalid('Invalid Upgrade header');
+  if (!/^[+/0-9A-Za-z]{22}==$/.test(String(h['sec-websocket-key'] ?? ''))) throw invalid('Missing or invalid Sec-WebSocket-Key header');
+  if (!['8', '13'].includes(String(h['sec-websocket-version'] ?? ''))) throw invalid('Missing or invalid Sec-WebSocket-Version header');
+  if (ctx.req.method !== 'GET') throw invalid('Invalid HTTP method');
   const wss = new WebSocketServer({ noServer: true });
   const ws = await new Promise<WebSocket>((resolve) =>
     wss.handleUpgrade(ctx.req, ctx.upgradeSocket as Socket, ctx.upgradeHead ?? Buffer.alloc(0), resolve),
@@ -305,7 +315,9 @@ async function execStartHandler(svc: ContainerService, ctx: RequestContext): Pro
 async function readBodyBeforeHijack(ctx: RequestContext): Promise<Buffer> {
   const length = Number(ctx.req.headers['content-length'] ?? 0);
   if (!length) return Buffer.alloc(0);
-  const raw = await new Promise<Buffer>((resolve) => {
+  // These bodies are a few bytes of options: never buffer a client's gigabytes.
+  if (!(length <= MAX_JSON_BODY)) throw invalid(`request body is larger than the limit of ${MAX_JSON_BODY} bytes`);
+  const raw = await new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let got = 0;
     const source: Readable = ctx.upgradeSocket ? (ctx.upgradeSocket as Readable) : ctx.req;
@@ -330,6 +342,8 @@ async function readBodyBeforeHijack(ctx: RequestContext): Promise<Buffer> {
       }
     };
     source.on('data', onData);
+    // A client that hangs up before the whole body came must not leave this waiting for ever.
+    source.once('close', () => reject(invalid('connection closed before the request body was complete')));
   });
   // The head was consumed here: don't replay it as stdin.
   (ctx as { upgradeHead?: Buffer }).upgradeHead = undefined;
@@ -339,11 +353,15 @@ async function readBodyBeforeHijack(ctx: RequestContext): Promise<Buffer> {
 async function readSmallBody(ctx: RequestContext): Promise<{ Detach?: boolean; Tty?: boolean }> {
   const raw = await readBodyBeforeHijack(ctx);
   if (raw.length === 0) return {};
+  let body: unknown;
   try {
-    return JSON.parse(raw.toString('utf8'));
+    body = JSON.parse(raw.toString('utf8'));
   } catch (err) {
     throw invalid(`invalid JSON: ${(err as Error).message}`);
   }
+  if (body === null) return {};
+  if (typeof body !== 'object' || Array.isArray(body)) throw invalid(`json: cannot unmarshal ${Array.isArray(body) ? 'array' : typeof body} into Go value of type object`);
+  return checkBody(body as { Detach?: boolean; Tty?: boolean }, BODY.execStart);
 }
 
 async function logsHandler(svc: ContainerService, ctx: RequestContext): Promise<void> {

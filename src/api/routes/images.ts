@@ -14,6 +14,7 @@ import { errorMessage, formatMessage, type JsonMessage, type ProgressSink } from
 import { invalid, notImplemented, PaddockError } from '../../errors';
 import type { RequestContext } from '../context';
 import type { Route } from '../router';
+import { BODY } from '../body-types';
 
 /** What `POST /commit` needs to know about a container; the container service answers it. */
 export interface CommitContainerInfo {
@@ -133,7 +134,7 @@ async function download(src: string) {
 async function commit(images: ImageService, getContainer: GetContainerForCommit | undefined, ctx: RequestContext): Promise<void> {
   if (!getContainer) throw notImplemented('commit is not available: this daemon has no container service');
   const containerRef = ctx.query.get('container') ?? '';
-  const body = await ctx.jsonBody<ImageRuntimeConfig | null>(null);
+  const body = await ctx.jsonBody<ImageRuntimeConfig | null>(null, BODY.commitConfig);
   const container = await getContainer(containerRef);
   const resume = ctx.bool('pause', true) && container.pause ? await container.pause() : undefined;
   let id: string;
@@ -159,7 +160,7 @@ async function commit(images: ImageService, getContainer: GetContainerForCommit 
 }
 
 async function login(images: ImageService, ctx: RequestContext): Promise<void> {
-  const auth = await ctx.jsonBody<AuthConfig>({});
+  const auth = await ctx.jsonBody<AuthConfig>({}, BODY.auth);
   try {
     ctx.json(200, await images.login(auth));
   } catch (err) {

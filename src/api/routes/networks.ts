@@ -2,6 +2,7 @@
 import type { ContainerService } from '../../engine/containers/container-service';
 import type { NetworkService } from '../../engine/networks/network-service';
 import { invalid } from '../../errors';
+import { BODY } from '../body-types';
 import type { Route } from '../router';
 
 interface ConnectBody {
@@ -21,7 +22,7 @@ export function networkRoutes(networks: NetworkService, containers: ContainerSer
       path: '/networks',
       handler: (ctx) => ctx.json(200, networks.list(ctx.filters()).map((n) => ({ ...networks.inspectView(n), Containers: {} }))),
     },
-    { method: 'POST', path: '/networks/create', handler: async (ctx) => ctx.json(201, await networks.create(await ctx.jsonBody({}))) },
+    { method: 'POST', path: '/networks/create', handler: async (ctx) => ctx.json(201, await networks.create(await ctx.jsonBody({}, BODY.networkCreate))) },
     {
       method: 'POST',
       path: '/networks/prune',
@@ -41,7 +42,7 @@ export function networkRoutes(networks: NetworkService, containers: ContainerSer
       method: 'POST',
       path: '/networks/{id}/connect',
       handler: async (ctx) => {
-        const body = await ctx.jsonBody<ConnectBody>({});
+        const body = await ctx.jsonBody<ConnectBody>({}, BODY.networkConnect);
         await containers.connectNetwork(ctx.params.id, containerOf(body), body.EndpointConfig ?? {});
         ctx.noContent(200);
       },
@@ -50,7 +51,7 @@ export function networkRoutes(networks: NetworkService, containers: ContainerSer
       method: 'POST',
       path: '/networks/{id}/disconnect',
       handler: async (ctx) => {
-        const body = await ctx.jsonBody<ConnectBody>({});
+        const body = await ctx.jsonBody<ConnectBody>({}, BODY.networkDisconnect);
         await containers.disconnectNetwork(ctx.params.id, containerOf(body), Boolean(body.Force));
         ctx.noContent(200);
       },

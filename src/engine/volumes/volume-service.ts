@@ -43,6 +43,8 @@ export class VolumeService {
     this.store = new ObjectDirectory<VolumeRecord>(root, 'volume.json');
   }
 
+  private readonly creating = new Map<string, Promise<VolumeRecord>>();
+
   static async open(opts: { root: string; events: EventBus }): Promise<VolumeService> {
     const svc = new VolumeService(opts.root, opts.events);
     await fs.mkdir(opts.root, { recursive: true });
@@ -67,6 +69,15 @@ export class VolumeService {
     }
     const existing = this.volumes.get(name);
     if (existing) return existing; // dockerd: creating an existing volume returns it
+    // Two creates of one name at once: the second gets the first's volume, not a rename error.
+    const pending = this.creating.get(name);
+    if (pending) return pending;
+    const created = this.createNew(name, req, anonymous).finally(() => this.creating.delete(name));
+    this.creating.set(name, created);
+    return created;
+  }
+
+  private async createNew(name: string, req: CreateVolumeRequest, anonymous: boolean): Promise<VolumeRecord> {
     const record: VolumeRecord = {
       Name: name,
       Driver: 'local',
