@@ -160,3 +160,25 @@ test('a published UDP port relays datagrams both ways', async () => {
     echo.kill();
   }
 });
+
+test('a published TCP port keeps half-closed connections: the answer comes after the client shut down its side', async () => {
+  const { spawn } = await import('node:child_process');
+  const net = await import('node:net');
+  const server = spawn('ip', ['netns', 'exec', nsName, process.execPath, '-e',
+    "require('net').createServer({allowHalfOpen:true},(s)=>{let d='';s.on('data',(c)=>d+=c);s.on('end',()=>s.end('got:'+d))}).listen(7001,'172.18.0.1',()=>console.log('up'))"]);
+  await new Promise<void>((resolve) => server.stdout.once('data', () => resolve()));
+  const published = await fabric.publisher.publish({ proto: 'tcp', hostIp: '127.0.0.1', hostPort: 0, containerIp: '172.18.0.1', containerPort: 7001 });
+  try {
+    const answer = await new Promise<string>((resolve, reject) => {
+      const c = net.connect({ host: '127.0.0.1', port: published.hostPort, allowHalfOpen: true }, () => c.end('question'));
+      let got = '';
+      c.on('data', (d) => (got += d));
+      c.on('end', () => resolve(got));
+      c.on('error', reject);
+    });
+    expect(answer).toBe('got:question');
+  } finally {
+    await published.close();
+    server.kill();
+  }
+});

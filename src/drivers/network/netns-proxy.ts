@@ -54,18 +54,18 @@ export function frameDatagram(d: Buffer): Buffer {
 
 function relay(client: net.Socket, target: ProxyTarget, rest: Buffer): void {
   if (target.proto === 'tcp') {
-    const upstream = net.connect({ host: target.ip, port: target.port });
+    const upstream = net.connect({ host: target.ip, port: target.port, allowHalfOpen: true });
     if (rest.length) upstream.write(rest);
     client.pipe(upstream);
     upstream.pipe(client);
-    const end = () => {
+    const destroy = () => {
       client.destroy();
       upstream.destroy();
     };
-    upstream.on('error', end);
-    client.on('error', end);
-    upstream.on('close', () => client.end());
-    client.on('close', () => upstream.end());
+    upstream.on('error', destroy);
+    client.on('error', destroy);
+    upstream.on('close', () => client.destroy());
+    client.on('close', () => upstream.destroy());
     return;
   }
   const udp = dgram.createSocket('udp4');
@@ -100,7 +100,7 @@ export function serveProxy(socketPath: string): net.Server {
   } catch {
     // nothing left over
   }
-  const server = net.createServer((client) => {
+  const server = net.createServer({ allowHalfOpen: true }, (client) => {
     let head: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);

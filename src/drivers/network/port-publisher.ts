@@ -47,26 +47,27 @@ export class PortPublisher {
 
   private async publishTcp(m: PortMapping, proxy: string, header: string): Promise<PublishedPort> {
     const sockets = new Set<net.Socket>();
-    const server = net.createServer({ pauseOnConnect: true }, (client) => {
-      const upstream = net.connect(proxy, () => {
+    // Half-open connections are kept (a client may shut down its sending side and still read
+    // the answer), as docker-proxy does: each direction ends on its own.
+    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (client) => {
+      sockets.add(client);
+      const upstream = net.connect({ path: proxy, allowHalfOpen: true }, () => {
         upstream.write(header);
         client.pipe(upstream);
         upstream.pipe(client);
         client.resume();
       });
-      sockets.add(client);
-      const end = () => {
+      const destroy = () => {
         client.destroy();
         upstream.destroy();
-        sockets.delete(client);
       };
-      client.on('error', end);
-      upstream.on('error', end);
+      client.on('error', destroy);
+      upstream.on('error', destroy);
       client.on('close', () => {
-        upstream.end();
         sockets.delete(client);
+        upstream.destroy();
       });
-      upstream.on('close', () => client.end());
+      upstream.on('close', () => client.destroy());
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) => reject(bindError(m, err)));
