@@ -18,7 +18,7 @@
  *     Paddock; for dockerd, PSS of the container's processes + its containerd shim, and its memory
  *     cgroup's usage — then `rm -f` of all of them.
  *
- *   npx tsc -p tsconfig.json && node dist/bench/start-latency.js [--runs N] [--concurrent N] [--no-baseline]
+ *   npx tsc -p tsconfig.json && node dist/bench/start-latency.js [--runs N] [--concurrent N] [--rounds N] [--no-baseline]
  */
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
@@ -126,6 +126,7 @@ class PaddockProbe {
 async function main(): Promise<void> {
   const runs = argNumber('--runs', 10);
   const concurrent = argNumber('--concurrent', 20);
+  const rounds = argNumber('--rounds', 3);
   const baseline = !process.argv.includes('--no-baseline');
   const sandboxTimings = new Map<string, StartTimings>();
   onSandboxTimings((id, t) => sandboxTimings.set(id, t));
@@ -232,48 +233,58 @@ async function main(): Promise<void> {
     for (const [k, v] of Object.entries(phases)) console.log(`  ${k.padEnd(58)} ${median(v).toFixed(1).padStart(8)} ms`);
 
     // 3. Concurrent starts and idle memory.
-    console.log(`\n${concurrent} concurrent \`docker run -d busybox sleep 600\` (time until all are running), then idle memory per container:`);
-    const density: Array<{ label: string; startMs: number; rmMs: number; pss: number[]; extra?: string }> = [];
+    console.log(`\n${concurrent} concurrent \`docker run -d busybox sleep 600\` (${rounds} rounds interleaved; time until all are running), then idle memory per container:`);
+    const density: Array<{ label: string; startMs: number[]; rmMs: number; pss: number[]; extra?: string }> = [];
     const concTargets = targets.filter((t) => t.runArgs.length && (t.paddock !== pdNoTpl || baseline));
-    for (const t of concTargets) {
-      const t0 = performance.now();
-      const results = await Promise.all(Array.from({ length: concurrent }, () => t.docker(['run', '-d', ...t.runArgs, image, 'sleep', '600'], 600_000)));
-      const startMs = performance.now() - t0;
-      const ids = results.filter((r) => r.code === 0).map((r) => r.stdout.trim());
-      const failed = results.filter((r) => r.code !== 0);
-      try {
-        if (failed.length) throw new Error(`${t.label}: ${failed.length} of ${concurrent} failed: ${failed[0].stderr}`);
-        const running = must('docker ps', await t.docker(['ps', '-q', '--no-trunc'])).stdout.trim().split('\n').filter(Boolean);
-        if (ids.some((id) => !running.includes(id))) throw new Error(`${t.label}: not all containers are running`);
-        await new Promise((r) => setTimeout(r, 5000)); // idle
-        const pids = must('inspect', await t.docker(['inspect', '-f', '{{.State.Pid}}', ...ids])).stdout.trim().split('\n').map(Number);
-        const pss: number[] = [];
-        let extra: string | undefined;
-        if (t.paddock) {
-          for (const pid of pids) pss.push(rollup(pid).pss / 1024);
-        } else {
-          const cg: number[] = [];
-          for (const pid of pids) {
-            const shim = ppidOf(pid);
-            const procs = [shim, ...childrenOf(shim)];
-            pss.push(procs.reduce((sum, p) => sum + rollup(p).pss, 0) / 1024);
-            cg.push(cgroupMemory(pid) / (1024 * 1024));
+    for (let round = 0; round < rounds; round++) {
+      for (const t of concTargets) {
+        // Booting every VM is slow: once is enough to show it.
+        if (round > 0 && t.paddock === pdNoTpl) continue;
+        const t0 = performance.now();
+        const results = await Promise.all(Array.from({ length: concurrent }, () => t.docker(['run', '-d', ...t.runArgs, image, 'sleep', '600'], 600_000)));
+        const startMs = performance.now() - t0;
+        const ids = results.filter((r) => r.code === 0).map((r) => r.stdout.trim());
+        const failed = results.filter((r) => r.code !== 0);
+        try {
+          if (failed.length) throw new Error(`${t.label}: ${failed.length} of ${concurrent} failed: ${failed[0].stderr}`);
+          const running = must('docker ps', await t.docker(['ps', '-q', '--no-trunc'])).stdout.trim().split('\n').filter(Boolean);
+          if (ids.some((id) => !running.includes(id))) throw new Error(`${t.label}: not all containers are running`);
+          const seen = density.find((d) => d.label === t.label);
+          if (seen) {
+            seen.startMs.push(startMs);
+            continue;
           }
-          extra = `memory cgroup usage ${median(cg).toFixed(1)} MiB median`;
+          await new Promise((r) => setTimeout(r, 5000)); // idle
+          const pids = must('inspect', await t.docker(['inspect', '-f', '{{.State.Pid}}', ...ids])).stdout.trim().split('\n').map(Number);
+          const pss: number[] = [];
+          let extra: string | undefined;
+          if (t.paddock) {
+            for (const pid of pids) pss.push(rollup(pid).pss / 1024);
+          } else {
+            const cg: number[] = [];
+            for (const pid of pids) {
+              const shim = ppidOf(pid);
+              const procs = [shim, ...childrenOf(shim)];
+              pss.push(procs.reduce((sum, p) => sum + rollup(p).pss, 0) / 1024);
+              cg.push(cgroupMemory(pid) / (1024 * 1024));
+            }
+            extra = `memory cgroup usage ${median(cg).toFixed(1)} MiB median`;
+          }
+          const r0 = performance.now();
+          must('rm -f', await t.docker(['rm', '-f', ...ids], 600_000));
+          density.push({ label: t.label, startMs: [startMs], rmMs: performance.now() - r0, pss, extra });
+        } finally {
+          if (ids.length) await t.docker(['rm', '-f', ...ids], 600_000);
         }
-        const r0 = performance.now();
-        must('rm -f', await t.docker(['rm', '-f', ...ids], 600_000));
-        density.push({ label: t.label, startMs, rmMs: performance.now() - r0, pss, extra });
-      } finally {
-        if (ids.length) await t.docker(['rm', '-f', ...ids], 600_000);
       }
     }
     for (const d of density) {
       const s = summarise(d.pss);
-      console.log(`  ${d.label.padEnd(40)} all running after ${d.startMs.toFixed(0).padStart(6)} ms; rm -f ${d.rmMs.toFixed(0)} ms; PSS/container min ${s.min.toFixed(1)} median ${s.median.toFixed(1)} max ${s.max.toFixed(1)} MiB${d.extra ? `; ${d.extra}` : ''}`);
+      const st = summarise(d.startMs);
+      console.log(`  ${d.label.padEnd(40)} all running after ${st.median.toFixed(0).padStart(6)} ms median (min ${st.min.toFixed(0)}, max ${st.max.toFixed(0)}, n=${d.startMs.length}); rm -f ${d.rmMs.toFixed(0)} ms; PSS/container min ${s.min.toFixed(1)} median ${s.median.toFixed(1)} max ${s.max.toFixed(1)} MiB${d.extra ? `; ${d.extra}` : ''}`);
     }
     const dd = density.find((d) => d.label.startsWith('dockerd'));
-    if (dd) for (const d of density.filter((x) => x !== dd)) console.log(`ratio ${d.label}: ${concurrent} concurrent starts ×${(d.startMs / dd.startMs).toFixed(2)} of dockerd`);
+    if (dd) for (const d of density.filter((x) => x !== dd)) console.log(`ratio ${d.label}: ${concurrent} concurrent starts ×${(median(d.startMs) / median(dd.startMs)).toFixed(2)} of dockerd (medians)`);
     console.log(`(Paddock PSS: the QEMU process from /proc/<pid>/smaps_rollup; dockerd PSS: the container's processes + its containerd-shim)`);
   } finally {
     for (const c of cleanups) await c().catch((e) => console.error(`cleanup: ${(e as Error).message}`));
