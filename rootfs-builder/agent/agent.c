@@ -192,6 +192,18 @@ static void send_result(uint32_t id, int err, const char *msg, int pid)
 	send_frame(M_RESULT, id, t.data, t.len);
 }
 
+/* READY: after a boot, and again after a clone's restore (the host waits for it in both cases). */
+static void send_ready(void)
+{
+	struct utsname u;
+	uname(&u);
+	struct tlv_out t = { .len = 0 };
+	tlv_u32(&t, T_VERSION, PROTOCOL_VERSION);
+	tlv_str(&t, T_KERNEL, u.release);
+	tlv_str(&t, T_AGENT, AGENT_VERSION);
+	send_frame(M_READY, 0, t.data, t.len);
+}
+
 static int find_virtio_port(char *path, size_t n)
 {
 	DIR *d = opendir("/sys/class/virtio-ports");
@@ -975,13 +987,7 @@ static void handle_restored(uint32_t id, const uint8_t *pl, uint32_t n)
 	}
 	close(fd);
 	memset(&pool, 0, sizeof pool);
-	struct utsname u;
-	uname(&u);
-	struct tlv_out t = { .len = 0 };
-	tlv_u32(&t, T_VERSION, PROTOCOL_VERSION);
-	tlv_str(&t, T_KERNEL, u.release);
-	tlv_str(&t, T_AGENT, AGENT_VERSION);
-	send_frame(M_READY, 0, t.data, t.len);
+	send_ready();
 }
 
 static uint32_t get_u32_field(const uint8_t *pl, uint32_t n, uint16_t want, uint32_t dflt)
@@ -1133,13 +1139,7 @@ int main(void)
 	if (chan_fd < 0) { logmsg("agent: no host channel (virtio-serial port %s or vsock)", PORT_NAME); power_off(); }
 	set_nonblock(chan_fd);
 
-	struct utsname u;
-	uname(&u);
-	struct tlv_out t = { .len = 0 };
-	tlv_u32(&t, T_VERSION, PROTOCOL_VERSION);
-	tlv_str(&t, T_KERNEL, u.release);
-	tlv_str(&t, T_AGENT, AGENT_VERSION);
-	send_frame(M_READY, 0, t.data, t.len);
+	send_ready();
 
 	dns_open();
 

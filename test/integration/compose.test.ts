@@ -5,9 +5,9 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { httpGet } from '../helpers/http';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry';
 import { seedTestImages } from '../helpers/seed-images';
@@ -43,17 +43,6 @@ async function ok(args: string[]): Promise<string> {
   return r.stdout;
 }
 
-function httpGet(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: '/' }, (res) => {
-        let b = '';
-        res.on('data', (c) => (b += c));
-        res.on('end', () => resolve(b));
-      })
-      .on('error', reject);
-  });
-}
 
 beforeAll(async () => {
   registry = await startTestRegistry();

@@ -4,7 +4,7 @@
  * 127.0.0.1, links on the default bridge, --network none, and a host left as it was.
  */
 import { execFileSync } from 'node:child_process';
-import http from 'node:http';
+import { httpGet, httpGetRetrying } from '../helpers/http';
 import { startContainerHarness, type ContainerHarness } from '../helpers/container-harness';
 import { removeBusyboxRootfs } from '../helpers/guest';
 
@@ -35,31 +35,7 @@ async function docker(args: string[]): Promise<string> {
   return r.stdout;
 }
 
-function httpGet(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get({ host: '127.0.0.1', port, path: '/' }, (res) => {
-        let b = '';
-        res.on('data', (c) => (b += c));
-        res.on('end', () => resolve(b));
-      })
-      .on('error', reject);
-  });
-}
 
-async function httpGetRetrying(port: number): Promise<string> {
-  let last: unknown;
-  for (let i = 0; i < 40; i++) {
-    try {
-      const body = await httpGet(port);
-      if (body) return body;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw last;
-}
 
 beforeAll(async () => {
   hostBefore = hostNetworking();
