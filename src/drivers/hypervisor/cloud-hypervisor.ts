@@ -17,7 +17,7 @@
  * list is unit-tested against the OpenAPI schemas.
  */
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, promises as fs } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -31,58 +31,48 @@ import type {
   NicSpec,
   ShareSpec,
   Vm,
-  VmExit,
   VmSpec,
 } from './hypervisor';
 import {
+  abandonStart,
+  bootOverApi,
   ChildProcessVm,
-  ConsoleBuffer,
   checkTag,
   checkVmId,
   commonKernelArgs,
-  connectHybridVsock,
   delay,
-  driverUnavailable,
   elfKernelFor,
   isRunning,
-  locateBinary,
+  makeRunDir,
   missingCapability,
   once,
+  openKvmVmm,
   refuseUnsupportedSpec,
   removeUnder,
+  spawnVmm,
   spawnWithParentDeath,
-  sweepStaleRunDirs,
-  toolVersion,
   UnixHttpClient,
   waitForPath,
-  watchProcess,
+  writePidFile,
   type ApiCall,
+  type KvmHost,
+  type KvmVmmOptions,
+  type VmmChild,
 } from './vmm-process';
 
 const log = logger('cloud-hypervisor');
 const DRIVER = 'cloud-hypervisor';
-const AGENT_VSOCK_PORT = 1024;
 const GUEST_CID = 3;
 const API = '/api/v1';
 
-export interface CloudHypervisorOptions {
-  runRoot: string;
-  binary?: string;
+export interface CloudHypervisorOptions extends KvmVmmOptions {
   /** virtiofsd for shares; found on PATH or in Debian's locations when not given. */
   virtiofsdPath?: string;
   startTimeoutMs?: number;
   host?: CloudHypervisorHost;
 }
 
-export interface CloudHypervisorHost {
-  locate(name: string): string | null;
-  kvmUsable(): Promise<boolean>;
-}
-
-const realHost: CloudHypervisorHost = {
-  locate: (n) => locateBinary(n),
-  kvmUsable: () => fs.access('/dev/kvm', 6).then(() => true, () => false),
-};
+export type CloudHypervisorHost = KvmHost;
 
 /** Debian's Rust virtiofsd (package virtiofsd) first, then QEMU's C one (qemu-system-common 7.2). */
 export function findVirtiofsd(locate: (n: string) => string | null): string | null {
@@ -237,22 +227,11 @@ export class CloudHypervisorHypervisor implements Hypervisor {
   ) {}
 
   static async open(options: CloudHypervisorOptions): Promise<CloudHypervisorHypervisor> {
-    const host = options.host ?? realHost;
-    const binary = options.binary ?? host.locate('cloud-hypervisor');
-    if (!binary) {
-      throw driverUnavailable(
-        DRIVER,
-        'cloud-hypervisor not found',
-        'not packaged in Debian 12: put the static release binary from github.com/cloud-hypervisor/cloud-hypervisor/releases on PATH',
-      );
-    }
-    if (!(await host.kvmUsable())) {
-      throw driverUnavailable(DRIVER, '/dev/kvm is missing or not writable', 'Cloud Hypervisor needs KVM (or MSHV): load kvm_intel or kvm_amd');
-    }
-    const runRoot = path.join(options.runRoot, 'cloud-hypervisor');
-    await fs.mkdir(runRoot, { recursive: true, mode: 0o700 });
-    await sweepStaleRunDirs(runRoot, 'vm-');
-    const version = await toolVersion(binary, ['--version'], /cloud-hypervisor v?(\S+)/i);
+    const { host, binary, runRoot, version } = await openKvmVmm(DRIVER, options, {
+      binaryRemedy: 'not packaged in Debian 12: put the static release binary from github.com/cloud-hypervisor/cloud-hypervisor/releases on PATH',
+      kvmRemedy: 'Cloud Hypervisor needs KVM (or MSHV): load kvm_intel or kvm_amd',
+      versionPattern: /cloud-hypervisor v?(\S+)/i,
+    });
     const virtiofsd = options.virtiofsdPath ?? findVirtiofsd((n) => host.locate(n));
     return new CloudHypervisorHypervisor({ runRoot, binary, virtiofsd, startTimeoutMs: options.startTimeoutMs ?? 15000 }, version);
   }
@@ -272,14 +251,14 @@ export class CloudHypervisorHypervisor implements Hypervisor {
       throw missingCapability(DRIVER, 'fsShare', 'share host directories without virtiofsd (apt-get install virtiofsd)');
     }
     const kernel = await elfKernelFor(DRIVER, spec.kernelPath);
-    const runDir = await fs.mkdtemp(path.join(this.opts.runRoot, `vm-${spec.id.slice(0, 12)}-`));
+    const runDir = await makeRunDir(this.opts.runRoot, spec.id);
     const helpers: ChildProcess[] = [];
     const cleanup = async () => {
       for (const h of helpers) if (isRunning(h)) h.kill('SIGKILL');
       await Promise.all(helpers.map((h) => (isRunning(h) ? once(h, 'exit') : undefined)));
       await removeUnder(this.opts.runRoot, runDir);
     };
-    let proc: ChildProcess | undefined;
+    let vmm: VmmChild | undefined;
     try {
       const fsSockets: Record<string, string> = {};
       for (const share of spec.shares ?? []) {
@@ -288,27 +267,22 @@ export class CloudHypervisorHypervisor implements Hypervisor {
       const paths = { vsockSocket: path.join(runDir, 'vsock.sock'), fsSockets };
       const plan = cloudHypervisorPlan(spec, kernel, paths);
       const apiSocket = path.join(runDir, 'api.sock');
-      proc = spawnWithParentDeath(this.opts.binary, ['--api-socket', `path=${apiSocket}`, '--event-monitor', 'fd=3'], ['pipe']);
-      await fs.writeFile(path.join(runDir, 'pid'), String(proc.pid ?? 0));
-      const console = new ConsoleBuffer();
-      const exit = watchProcess(proc, console);
+      vmm = spawnVmm(this.opts.binary, ['--api-socket', `path=${apiSocket}`, '--event-monitor', 'fd=3'], ['pipe']);
+      const proc = vmm.proc;
+      await writePidFile(runDir, proc);
       const api = new UnixHttpClient(apiSocket, 'cloud-hypervisor');
-      const vmm = proc;
       watchEvents(proc.stdio[3] as Readable, (source, event) => {
         if (source === 'vm' && event === 'rebooting') {
           // The agent's power-off: end the VMM instead of booting the guest again.
           log.debug('guest rebooted: ending the VMM', { id: spec.id });
           void api.call({ method: 'PUT', path: `${API}/vmm.shutdown` }).catch(() => undefined);
-          void delay(2000).then(() => isRunning(vmm) && vmm.kill('SIGKILL'));
+          void delay(2000).then(() => isRunning(proc) && proc.kill('SIGKILL'));
         }
       });
-      await waitForPath(apiSocket, this.opts.startTimeoutMs, proc);
-      for (const call of plan) await api.call(call);
-      const agent = await connectHybridVsock(paths.vsockSocket, AGENT_VSOCK_PORT, this.opts.startTimeoutMs * 4, proc);
-      return new CloudHypervisorVm(spec.id, proc, agent, console, exit, cleanup, api, this.opts.virtiofsd, runDir, helpers);
+      const agent = await bootOverApi(api, plan, paths.vsockSocket, this.opts.startTimeoutMs, proc);
+      return new CloudHypervisorVm(spec.id, vmm, agent, cleanup, api, this.opts.virtiofsd, runDir, helpers);
     } catch (err) {
-      if (proc && isRunning(proc)) proc.kill('SIGKILL');
-      await cleanup();
+      await abandonStart(vmm, cleanup);
       throw err;
     }
   }
@@ -328,17 +302,15 @@ async function startVirtiofsd(binary: string, runDir: string, share: ShareSpec, 
 class CloudHypervisorVm extends ChildProcessVm implements Vm {
   constructor(
     id: string,
-    proc: ChildProcess,
+    vmm: VmmChild,
     agent: net.Socket,
-    console: ConsoleBuffer,
-    exit: Promise<VmExit>,
     cleanup: () => Promise<void>,
     private readonly api: UnixHttpClient,
     private readonly virtiofsd: string | null,
     private readonly runDir: string,
     private readonly helpers: ChildProcess[],
   ) {
-    super(id, proc, agent, console, exit, cleanup);
+    super(id, vmm, agent, cleanup);
   }
 
   async pause(): Promise<void> {

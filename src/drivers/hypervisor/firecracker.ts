@@ -16,8 +16,6 @@
  * Run here: never (no Firecracker on these machines, and no usable KVM); the plan is unit-tested
  * against the API description and the conformance suite runs it where the binary exists.
  */
-import type { ChildProcess } from 'node:child_process';
-import { promises as fs } from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import { invalid } from '../../errors';
@@ -29,55 +27,43 @@ import type {
   HypervisorInfo,
   NicSpec,
   Vm,
-  VmExit,
   VmSpec,
 } from './hypervisor';
 import {
+  abandonStart,
+  bootOverApi,
   ChildProcessVm,
-  ConsoleBuffer,
   checkVmId,
   commonKernelArgs,
-  connectHybridVsock,
-  driverUnavailable,
+  copyCapabilities,
   elfKernelFor,
-  isRunning,
-  locateBinary,
+  makeRunDir,
   missingCapability,
+  openKvmVmm,
   refuseUnsupportedSpec,
   removeUnder,
-  spawnWithParentDeath,
-  sweepStaleRunDirs,
-  toolVersion,
+  spawnVmm,
   UnixHttpClient,
-  waitForPath,
-  watchProcess,
+  writePidFile,
   type ApiCall,
+  type KvmHost,
+  type KvmVmmOptions,
+  type VmmChild,
 } from './vmm-process';
 
 const log = logger('firecracker');
 const DRIVER = 'firecracker';
-/** The agent's vsock port (rootfs-builder/PROTOCOL.md). */
-export const AGENT_VSOCK_PORT = 1024;
+export { AGENT_VSOCK_PORT } from './vmm-process';
 /** Any CID ≥ 3 works: each VM's vsock is private to its own unix socket. */
 const GUEST_CID = 3;
 
-export interface FirecrackerOptions {
-  runRoot: string;
-  binary?: string;
+export interface FirecrackerOptions extends KvmVmmOptions {
   startTimeoutMs?: number;
   /** For tests: how binaries and /dev/kvm are looked up. */
   host?: FirecrackerHost;
 }
 
-export interface FirecrackerHost {
-  locate(name: string): string | null;
-  kvmUsable(): Promise<boolean>;
-}
-
-const realHost: FirecrackerHost = {
-  locate: (n) => locateBinary(n),
-  kvmUsable: () => fs.access('/dev/kvm', 6).then(() => true, () => false),
-};
+export type FirecrackerHost = KvmHost;
 
 export interface FirecrackerPaths {
   vsockSocket: string;
@@ -165,22 +151,11 @@ export class FirecrackerHypervisor implements Hypervisor {
   ) {}
 
   static async open(options: FirecrackerOptions): Promise<FirecrackerHypervisor> {
-    const host = options.host ?? realHost;
-    const binary = options.binary ?? host.locate('firecracker');
-    if (!binary) {
-      throw driverUnavailable(
-        DRIVER,
-        'firecracker not found',
-        'not packaged in Debian: put the release binary from github.com/firecracker-microvm/firecracker/releases on PATH',
-      );
-    }
-    if (!(await host.kvmUsable())) {
-      throw driverUnavailable(DRIVER, '/dev/kvm is missing or not writable', 'Firecracker runs only on KVM: load kvm_intel or kvm_amd');
-    }
-    const runRoot = path.join(options.runRoot, 'firecracker');
-    await fs.mkdir(runRoot, { recursive: true, mode: 0o700 });
-    await sweepStaleRunDirs(runRoot, 'vm-');
-    const version = await toolVersion(binary, ['--version'], /Firecracker v?(\S+)/i);
+    const { binary, runRoot, version } = await openKvmVmm(DRIVER, options, {
+      binaryRemedy: 'not packaged in Debian: put the release binary from github.com/firecracker-microvm/firecracker/releases on PATH',
+      kvmRemedy: 'Firecracker runs only on KVM: load kvm_intel or kvm_amd',
+      versionPattern: /Firecracker v?(\S+)/i,
+    });
     return new FirecrackerHypervisor({ runRoot, binary, startTimeoutMs: options.startTimeoutMs ?? 15000 }, version);
   }
 
@@ -189,7 +164,7 @@ export class FirecrackerHypervisor implements Hypervisor {
   }
 
   capabilities(): HypervisorCapabilities {
-    return { ...firecrackerCapabilities, fsShare: [...firecrackerCapabilities.fsShare], nicBackends: [...firecrackerCapabilities.nicBackends] };
+    return copyCapabilities(firecrackerCapabilities);
   }
 
   async create(spec: VmSpec): Promise<Vm> {
@@ -197,42 +172,29 @@ export class FirecrackerHypervisor implements Hypervisor {
     refuseUnsupportedSpec(DRIVER, spec);
     const kernel = await elfKernelFor(DRIVER, spec.kernelPath);
     // Unlike QEMU's, this run dir lives as long as the VM: the API socket serves pause/resume.
-    const runDir = await fs.mkdtemp(path.join(this.opts.runRoot, `vm-${spec.id.slice(0, 12)}-`));
+    const runDir = await makeRunDir(this.opts.runRoot, spec.id);
     const apiSocket = path.join(runDir, 'api.sock');
     const paths = { vsockSocket: path.join(runDir, 'vsock.sock') };
     const cleanup = () => removeUnder(this.opts.runRoot, runDir);
-    let proc: ChildProcess | undefined;
+    let vmm: VmmChild | undefined;
     try {
       const plan = firecrackerPlan(spec, kernel, paths);
-      proc = spawnWithParentDeath(this.opts.binary, ['--api-sock', apiSocket, '--id', firecrackerInstanceId(spec.id)]);
-      await fs.writeFile(path.join(runDir, 'pid'), String(proc.pid ?? 0));
-      const console = new ConsoleBuffer();
-      const exit = watchProcess(proc, console);
-      await waitForPath(apiSocket, this.opts.startTimeoutMs, proc);
+      vmm = spawnVmm(this.opts.binary, ['--api-sock', apiSocket, '--id', firecrackerInstanceId(spec.id)]);
+      await writePidFile(runDir, vmm.proc);
       const api = new UnixHttpClient(apiSocket, 'firecracker');
-      for (const call of plan) await api.call(call);
-      const agent = await connectHybridVsock(paths.vsockSocket, AGENT_VSOCK_PORT, this.opts.startTimeoutMs * 4, proc);
-      log.debug('firecracker VM started', { id: spec.id, pid: proc.pid });
-      return new FirecrackerVm(spec.id, proc, agent, console, exit, cleanup, api);
+      const agent = await bootOverApi(api, plan, paths.vsockSocket, this.opts.startTimeoutMs, vmm.proc);
+      log.debug('firecracker VM started', { id: spec.id, pid: vmm.proc.pid });
+      return new FirecrackerVm(spec.id, vmm, agent, cleanup, api);
     } catch (err) {
-      if (proc && isRunning(proc)) proc.kill('SIGKILL');
-      await cleanup();
+      await abandonStart(vmm, cleanup);
       throw err;
     }
   }
 }
 
 class FirecrackerVm extends ChildProcessVm implements Vm {
-  constructor(
-    id: string,
-    proc: ChildProcess,
-    agent: net.Socket,
-    console: ConsoleBuffer,
-    exit: Promise<VmExit>,
-    cleanup: () => Promise<void>,
-    private readonly api: UnixHttpClient,
-  ) {
-    super(id, proc, agent, console, exit, cleanup);
+  constructor(id: string, vmm: VmmChild, agent: net.Socket, cleanup: () => Promise<void>, private readonly api: UnixHttpClient) {
+    super(id, vmm, agent, cleanup);
   }
 
   async pause(): Promise<void> {

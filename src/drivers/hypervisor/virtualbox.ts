@@ -27,8 +27,7 @@
  * Run here: never (VirtualBox is not in Debian 12 nor installable from the reachable registries);
  * the VBoxManage argument lists are unit-tested against the manual.
  */
-import type { ChildProcess } from 'node:child_process';
-import { existsSync, promises as fs, readFileSync } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import { invalid } from '../../errors';
@@ -40,26 +39,30 @@ import type {
   HypervisorInfo,
   ShareSpec,
   Vm,
-  VmExit,
   VmSpec,
 } from './hypervisor';
 import {
+  abandonStart,
   ChildProcessVm,
-  ConsoleBuffer,
   checkTag,
   checkVmId,
   commonKernelArgs,
   connectUnixRetry,
+  CONSOLE_TAIL_BYTES,
+  consoleFileTail,
+  copyCapabilities,
   delay,
   driverUnavailable,
   isRunning,
   locateBinary,
   missingCapability,
+  prepareRunRoot,
   refuseUnsupportedSpec,
   removeUnder,
+  requireBinary,
   runTool,
-  spawnWithParentDeath,
-  watchProcess,
+  spawnVmm,
+  type VmmChild,
 } from './vmm-process';
 
 const log = logger('virtualbox');
@@ -230,13 +233,11 @@ export class VirtualBoxHypervisor implements Hypervisor {
   static async open(options: VirtualBoxOptions): Promise<VirtualBoxHypervisor> {
     const host = options.host ?? realHost;
     const remedy = 'install VirtualBox 7 from virtualbox.org (not packaged in Debian 12) and load its vboxdrv module';
-    const vboxManage = options.vboxManage ?? host.locate('VBoxManage');
-    if (!vboxManage) throw driverUnavailable(DRIVER, 'VBoxManage not found', remedy);
-    const vboxHeadless = options.vboxHeadless ?? host.locate('VBoxHeadless');
-    if (!vboxHeadless) throw driverUnavailable(DRIVER, 'VBoxHeadless not found', remedy);
+    const vboxManage = requireBinary(DRIVER, options.vboxManage, (n) => host.locate(n), 'VBoxManage', remedy);
+    const vboxHeadless = requireBinary(DRIVER, options.vboxHeadless, (n) => host.locate(n), 'VBoxHeadless', remedy);
     if (!host.driverLoaded()) throw driverUnavailable(DRIVER, '/dev/vboxdrv is missing', 'run `/sbin/vboxconfig` or `modprobe vboxdrv`');
-    const runRoot = path.join(options.runRoot, 'virtualbox');
-    await fs.mkdir(runRoot, { recursive: true, mode: 0o700 });
+    // No pid-file sweep: VM dirs are named after their VMs and go with them in sweepLeftovers().
+    const runRoot = await prepareRunRoot(options.runRoot, DRIVER, false);
     const version = (await runTool(vboxManage, ['--version']).catch(() => ({ stdout: 'unknown' }))).stdout.trim();
     const hv = new VirtualBoxHypervisor(
       {
@@ -266,7 +267,7 @@ export class VirtualBoxHypervisor implements Hypervisor {
   }
 
   capabilities(): HypervisorCapabilities {
-    return { ...virtualBoxCapabilities, fsShare: [...virtualBoxCapabilities.fsShare], nicBackends: [] };
+    return copyCapabilities(virtualBoxCapabilities);
   }
 
   /** VMs of a daemon that died: their VBoxHeadless died with it (pdeathsig), their registration did not. */
@@ -300,7 +301,7 @@ export class VirtualBoxHypervisor implements Hypervisor {
       if (registered) for (const c of virtualBoxTeardown(name, plan.media)) await vbox(c).catch(() => undefined);
       await removeUnder(this.opts.runRoot, vmDir);
     };
-    let proc: ChildProcess | undefined;
+    let vmm: VmmChild | undefined;
     try {
       await removeUnder(this.opts.runRoot, vmDir);
       await fs.mkdir(vmDir, { recursive: true, mode: 0o700 });
@@ -309,16 +310,13 @@ export class VirtualBoxHypervisor implements Hypervisor {
         await vbox(c);
         if (c[0] === 'createvm') registered = true;
       }
-      proc = spawnWithParentDeath(this.opts.vboxHeadless, ['--startvm', name, '--vrde', 'off']);
-      const console = new ConsoleBuffer();
-      const exit = watchProcess(proc, console);
-      const agent = await connectUnixRetry(paths.agentPipe, this.opts.startTimeoutMs, proc);
-      const vm = new VirtualBoxVm(spec.id, proc, agent, console, exit, teardown, this.opts.vboxManage, name, paths, plan.media, (spec.disks ?? []).length);
+      vmm = spawnVmm(this.opts.vboxHeadless, ['--startvm', name, '--vrde', 'off']);
+      const agent = await connectUnixRetry(paths.agentPipe, this.opts.startTimeoutMs, vmm.proc);
+      const vm = new VirtualBoxVm(spec.id, vmm, agent, teardown, this.opts.vboxManage, name, paths, plan.media, (spec.disks ?? []).length);
       vm.watchConsole();
       return vm;
     } catch (err) {
-      if (proc && isRunning(proc)) proc.kill('SIGKILL');
-      await teardown();
+      await abandonStart(vmm, teardown);
       throw err;
     }
   }
@@ -331,10 +329,8 @@ class VirtualBoxVm extends ChildProcessVm implements Vm {
 
   constructor(
     id: string,
-    proc: ChildProcess,
+    vmm: VmmChild,
     agent: net.Socket,
-    console: ConsoleBuffer,
-    exit: Promise<VmExit>,
     cleanup: () => Promise<void>,
     private readonly vboxManage: string,
     private readonly name: string,
@@ -342,7 +338,7 @@ class VirtualBoxVm extends ChildProcessVm implements Vm {
     private readonly media: string[],
     private diskCount: number,
   ) {
-    super(id, proc, agent, console, exit, cleanup);
+    super(id, vmm, agent, cleanup);
   }
 
   /** Tails COM2's log file: console text for errors, and the guest's reset as its power-off. */
@@ -357,7 +353,7 @@ class VirtualBoxVm extends ChildProcessVm implements Vm {
               const buf = Buffer.alloc(size - this.consoleOffset);
               await fh.read(buf, 0, buf.length, this.consoleOffset);
               this.consoleOffset = size;
-              this.consoleText = (this.consoleText + buf.toString('utf8')).slice(-16 * 1024);
+              this.consoleText = (this.consoleText + buf.toString('utf8')).slice(-CONSOLE_TAIL_BYTES);
             }
           } finally {
             await fh.close();
@@ -401,10 +397,6 @@ class VirtualBoxVm extends ChildProcessVm implements Vm {
 
   override consoleTail(): string {
     if (this.consoleText) return this.consoleText;
-    try {
-      return readFileSync(this.paths.consoleLog, 'utf8').slice(-16 * 1024);
-    } catch {
-      return super.consoleTail();
-    }
+    return consoleFileTail(this.paths.consoleLog) ?? super.consoleTail();
   }
 }

@@ -7,16 +7,92 @@
  * these drivers must not change its behaviour.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, promises as fs } from 'node:fs';
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { invalid, notImplemented, unavailable, type PaddockError } from '../../errors';
-import type { VmExit, VmStats } from './hypervisor';
+import type { HypervisorCapabilities, VmExit, VmStats } from './hypervisor';
 
 /** The one-line error a driver's open() answers when its hypervisor cannot run here. */
 export function driverUnavailable(driver: string, why: string, remedy: string): PaddockError {
   return unavailable(`hypervisor "${driver}" is not available: ${why} (${remedy})`);
+}
+
+/** The program a driver needs: the one its options name, else the host's; unavailable when neither. */
+export function requireBinary(
+  driver: string,
+  given: string | undefined,
+  locate: (name: string) => string | null,
+  name: string,
+  remedy: string,
+): string {
+  const binary = given ?? locate(name);
+  if (!binary) throw driverUnavailable(driver, `${name} not found`, remedy);
+  return binary;
+}
+
+/** How the KVM-only drivers (Firecracker, Cloud Hypervisor) look binaries and /dev/kvm up; tests fake it. */
+export interface KvmHost {
+  locate(name: string): string | null;
+  kvmUsable(): Promise<boolean>;
+}
+
+export const realKvmHost: KvmHost = {
+  locate: (n) => locateBinary(n),
+  kvmUsable: () => fs.access('/dev/kvm', 6).then(() => true, () => false),
+};
+
+export interface KvmVmmOptions {
+  runRoot: string;
+  binary?: string;
+  host?: KvmHost;
+}
+
+/** What a KVM-only VMM driver says when it cannot run here, and how its binary tells its version. */
+export interface KvmVmmRequirements {
+  binaryRemedy: string;
+  kvmRemedy: string;
+  versionPattern: RegExp;
+}
+
+/**
+ * open() of a driver whose VMM is one binary named like the driver and needing KVM (Firecracker,
+ * Cloud Hypervisor): finds the binary, checks /dev/kvm, prepares and sweeps the run root, and
+ * asks the binary its version.
+ */
+export async function openKvmVmm(
+  driver: string,
+  options: KvmVmmOptions,
+  req: KvmVmmRequirements,
+): Promise<{ host: KvmHost; binary: string; runRoot: string; version: string }> {
+  const host = options.host ?? realKvmHost;
+  const binary = requireBinary(driver, options.binary, (n) => host.locate(n), driver, req.binaryRemedy);
+  if (!(await host.kvmUsable())) throw driverUnavailable(driver, '/dev/kvm is missing or not writable', req.kvmRemedy);
+  const runRoot = await prepareRunRoot(options.runRoot, driver, true);
+  const version = await toolVersion(binary, ['--version'], req.versionPattern);
+  return { host, binary, runRoot, version };
+}
+
+/**
+ * The driver's own directory under the daemon's run root (named after the driver), private to
+ * root; with `sweep`, run dirs a dead daemon left there are removed.
+ */
+export async function prepareRunRoot(daemonRunRoot: string, driver: string, sweep: boolean): Promise<string> {
+  const runRoot = path.join(daemonRunRoot, driver);
+  await fs.mkdir(runRoot, { recursive: true, mode: 0o700 });
+  if (sweep) await sweepStaleRunDirs(runRoot, 'vm-');
+  return runRoot;
+}
+
+/** A fresh run dir for one VM (`vm-<id>-XXXXXX`, the prefix sweepStaleRunDirs looks for). */
+export function makeRunDir(runRoot: string, vmId: string): Promise<string> {
+  return fs.mkdtemp(path.join(runRoot, `vm-${vmId.slice(0, 12)}-`));
+}
+
+/** A copy of a driver's capability table that callers may change freely. */
+export function copyCapabilities(c: HypervisorCapabilities): HypervisorCapabilities {
+  return { ...c, fsShare: [...c.fsShare], nicBackends: [...c.nicBackends] };
 }
 
 /** Looks a program up like a shell would, plus the sbin directories root's PATH may lack. */
@@ -61,7 +137,7 @@ export function spawnWithParentDeath(binary: string, args: string[], extraFds: A
   return spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe', ...extraFds] });
 }
 
-const CONSOLE_TAIL_BYTES = 16 * 1024;
+export const CONSOLE_TAIL_BYTES = 16 * 1024;
 
 /** Keeps the last bytes of the guest console for error messages. */
 export class ConsoleBuffer {
@@ -79,6 +155,15 @@ export class ConsoleBuffer {
   }
 }
 
+/** The last bytes of a console log file, or null when it cannot be read (yet). */
+export function consoleFileTail(file: string): string | null {
+  try {
+    return readFileSync(file, 'utf8').slice(-CONSOLE_TAIL_BYTES);
+  } catch {
+    return null;
+  }
+}
+
 /** Collects a child's stdout and stderr into a console buffer and settles when it has exited. */
 export function watchProcess(proc: ChildProcess, console: ConsoleBuffer): Promise<VmExit> {
   proc.stdout?.on('data', (c: Buffer) => console.append(c));
@@ -91,6 +176,31 @@ export function watchProcess(proc: ChildProcess, console: ConsoleBuffer): Promis
 
 export function isRunning(proc: ChildProcess): boolean {
   return proc.exitCode === null && proc.signalCode === null;
+}
+
+/** A VMM (or toolstack) child of the daemon, with its console tail and its exit. */
+export interface VmmChild {
+  proc: ChildProcess;
+  console: ConsoleBuffer;
+  exit: Promise<VmExit>;
+}
+
+/** Spawns a VMM that dies with the daemon and starts collecting its output at once. */
+export function spawnVmm(binary: string, args: string[], extraFds: Array<'pipe'> = []): VmmChild {
+  const proc = spawnWithParentDeath(binary, args, extraFds);
+  const console = new ConsoleBuffer();
+  return { proc, console, exit: watchProcess(proc, console) };
+}
+
+/** The `pid` file of a run dir, by which sweepStaleRunDirs tells live VMs from stale ones. */
+export async function writePidFile(runDir: string, proc: ChildProcess): Promise<void> {
+  await fs.writeFile(path.join(runDir, 'pid'), String(proc.pid ?? 0));
+}
+
+/** A failed create(): kills the VMM if it was started and still runs, then removes what was made. */
+export async function abandonStart(vmm: VmmChild | undefined, cleanup: () => Promise<void>): Promise<void> {
+  if (vmm && isRunning(vmm.proc)) vmm.proc.kill('SIGKILL');
+  await cleanup();
 }
 
 const CLOCK_TICKS_PER_SECOND = 100;
@@ -252,6 +362,25 @@ function vsockHandshake(sock: net.Socket, port: number, timeoutMs: number): Prom
   });
 }
 
+/** The agent's vsock port (rootfs-builder/PROTOCOL.md). */
+export const AGENT_VSOCK_PORT = 1024;
+
+/**
+ * Boots a VMM driven over a REST API with a hybrid vsock (Firecracker, Cloud Hypervisor): waits
+ * for the API socket, sends the plan in order, then reaches the agent over the vsock.
+ */
+export async function bootOverApi(
+  api: UnixHttpClient,
+  plan: ApiCall[],
+  vsockSocket: string,
+  startTimeoutMs: number,
+  proc: ChildProcess,
+): Promise<net.Socket> {
+  await waitForPath(api.socketPath, startTimeoutMs, proc);
+  for (const call of plan) await api.call(call);
+  return connectHybridVsock(vsockSocket, AGENT_VSOCK_PORT, startTimeoutMs * 4, proc);
+}
+
 /** One call of a VMM's REST API. */
 export interface ApiCall {
   method: 'GET' | 'PUT' | 'PATCH';
@@ -262,7 +391,7 @@ export interface ApiCall {
 /** JSON over HTTP/1.1 on a unix socket (Firecracker's and Cloud Hypervisor's API transport). */
 export class UnixHttpClient {
   constructor(
-    private readonly socketPath: string,
+    readonly socketPath: string,
     private readonly what: string,
   ) {}
 
@@ -371,17 +500,19 @@ export async function elfKernelFor(driver: string, kernelPath: string): Promise<
 export abstract class ChildProcessVm {
   readonly pid: number;
   readonly exited: Promise<VmExit>;
+  protected readonly proc: ChildProcess;
+  protected readonly console: ConsoleBuffer;
 
   constructor(
     readonly id: string,
-    protected readonly proc: ChildProcess,
+    vmm: VmmChild,
     readonly agentChannel: net.Socket,
-    protected readonly console: ConsoleBuffer,
-    processExit: Promise<VmExit>,
     cleanup: () => Promise<void>,
   ) {
-    this.pid = proc.pid ?? 0;
-    this.exited = processExit.then(async (exit) => {
+    this.proc = vmm.proc;
+    this.console = vmm.console;
+    this.pid = vmm.proc.pid ?? 0;
+    this.exited = vmm.exit.then(async (exit) => {
       this.agentChannel.destroy();
       await cleanup().catch(() => undefined);
       return { ...exit, consoleTail: this.consoleTail() };

@@ -23,8 +23,7 @@
  * Run here: never (no Xen hypervisor on these machines; xen-utils installs but `xl` cannot reach
  * a hypervisor); the generated configuration is unit-tested against xl.cfg(5).
  */
-import type { ChildProcess } from 'node:child_process';
-import { existsSync, promises as fs, readFileSync } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import { invalid } from '../../errors';
@@ -41,23 +40,28 @@ import type {
   VmStats,
 } from './hypervisor';
 import {
+  abandonStart,
   ChildProcessVm,
-  ConsoleBuffer,
   checkTag,
   checkVmId,
   commonKernelArgs,
   connectUnixRetry,
+  consoleFileTail,
+  copyCapabilities,
   driverUnavailable,
   elfKernelFor,
   isRunning,
   locateBinary,
+  makeRunDir,
   missingCapability,
+  prepareRunRoot,
   refuseUnsupportedSpec,
   removeUnder,
+  requireBinary,
   runTool,
-  spawnWithParentDeath,
-  sweepStaleRunDirs,
-  watchProcess,
+  spawnVmm,
+  writePidFile,
+  type VmmChild,
 } from './vmm-process';
 
 const log = logger('xen');
@@ -205,8 +209,7 @@ export class XenHypervisor implements Hypervisor {
 
   static async open(options: XenOptions): Promise<XenHypervisor> {
     const host = options.host ?? realHost;
-    const xl = options.xlPath ?? host.locate('xl');
-    if (!xl) throw driverUnavailable(DRIVER, 'xl not found', 'apt-get install xen-utils-4.17 qemu-system-xen');
+    const xl = requireBinary(DRIVER, options.xlPath, (n) => host.locate(n), 'xl', 'apt-get install xen-utils-4.17 qemu-system-xen');
     const caps = await host.xenCapabilities();
     if (caps === null || !caps.includes('control_d')) {
       throw driverUnavailable(
@@ -215,9 +218,7 @@ export class XenHypervisor implements Hypervisor {
         'apt-get install xen-system-amd64, reboot into Xen and run paddockd in dom0',
       );
     }
-    const runRoot = path.join(options.runRoot, 'xen');
-    await fs.mkdir(runRoot, { recursive: true, mode: 0o700 });
-    await sweepStaleRunDirs(runRoot, 'vm-');
+    const runRoot = await prepareRunRoot(options.runRoot, DRIVER, true);
     const info = await runTool(xl, ['info']).catch(() => ({ stdout: '' }));
     const version = /^xen_version\s*:\s*(\S+)/m.exec(info.stdout)?.[1] ?? 'unknown';
     const hv = new XenHypervisor({ runRoot, xl, startTimeoutMs: options.startTimeoutMs ?? 30000 }, version);
@@ -230,7 +231,7 @@ export class XenHypervisor implements Hypervisor {
   }
 
   capabilities(): HypervisorCapabilities {
-    return { ...xenCapabilities, fsShare: [...xenCapabilities.fsShare], nicBackends: [] };
+    return copyCapabilities(xenCapabilities);
   }
 
   private async destroyLeftovers(): Promise<void> {
@@ -245,24 +246,21 @@ export class XenHypervisor implements Hypervisor {
     checkVmId(spec.id);
     refuseUnsupportedSpec(DRIVER, spec);
     const kernel = await elfKernelFor(DRIVER, spec.kernelPath);
-    const runDir = await fs.mkdtemp(path.join(this.opts.runRoot, `vm-${spec.id.slice(0, 12)}-`));
+    const runDir = await makeRunDir(this.opts.runRoot, spec.id);
     const agentSocket = path.join(runDir, 'agent.sock');
     const cfgPath = path.join(runDir, 'domain.cfg');
     const name = xenDomainName(spec.id);
     const cleanup = () => removeUnder(this.opts.runRoot, runDir);
-    let proc: ChildProcess | undefined;
+    let vmm: VmmChild | undefined;
     try {
       await fs.writeFile(cfgPath, xenConfig(spec, kernel, agentSocket));
-      proc = spawnWithParentDeath(this.opts.xl, ['create', '-F', cfgPath]);
-      await fs.writeFile(path.join(runDir, 'pid'), String(proc.pid ?? 0));
-      const console = new ConsoleBuffer();
-      const exit = watchProcess(proc, console);
-      const agent = await connectUnixRetry(agentSocket, this.opts.startTimeoutMs, proc);
-      return new XenVm(spec.id, proc, agent, console, exit, cleanup, this.opts.xl, name, (spec.disks ?? []).length);
+      vmm = spawnVmm(this.opts.xl, ['create', '-F', cfgPath]);
+      await writePidFile(runDir, vmm.proc);
+      const agent = await connectUnixRetry(agentSocket, this.opts.startTimeoutMs, vmm.proc);
+      return new XenVm(spec.id, vmm, agent, cleanup, this.opts.xl, name, (spec.disks ?? []).length);
     } catch (err) {
       await runTool(this.opts.xl, ['destroy', name]).catch(() => undefined);
-      if (proc && isRunning(proc)) proc.kill('SIGKILL');
-      await cleanup();
+      await abandonStart(vmm, cleanup);
       throw err;
     }
   }
@@ -271,16 +269,14 @@ export class XenHypervisor implements Hypervisor {
 class XenVm extends ChildProcessVm implements Vm {
   constructor(
     id: string,
-    proc: ChildProcess,
+    vmm: VmmChild,
     agent: net.Socket,
-    console: ConsoleBuffer,
-    exit: Promise<VmExit>,
     cleanup: () => Promise<void>,
     private readonly xl: string,
     private readonly domain: string,
     private diskCount: number,
   ) {
-    super(id, proc, agent, console, exit, cleanup);
+    super(id, vmm, agent, cleanup);
   }
 
   async pause(): Promise<void> {
@@ -323,14 +319,6 @@ class XenVm extends ChildProcessVm implements Vm {
 
   /** xenconsoled writes guest consoles to files when XENCONSOLED_TRACE=guest; else xl's output. */
   override consoleTail(): string {
-    const file = `/var/log/xen/console/guest-${this.domain}.log`;
-    if (existsSync(file)) {
-      try {
-        return readFileSync(file, 'utf8').slice(-16 * 1024);
-      } catch {
-        // fall back to xl's output
-      }
-    }
-    return super.consoleTail();
+    return consoleFileTail(`/var/log/xen/console/guest-${this.domain}.log`) ?? super.consoleTail();
   }
 }
