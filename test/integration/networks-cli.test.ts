@@ -141,13 +141,19 @@ describe('published ports', () => {
 
 describe('default bridge, links and none', () => {
   test('the default bridge gives 172.17.0.x; --link writes /etc/hosts', async () => {
-    await docker(['run', '-d', '--name', 'db', 'busybox', 'sleep', '600']);
+    await docker(['run', '-d', '--name', 'db', '--expose', '5432', '-e', 'POSTGRES_DB=shop', 'busybox', 'sleep', '600']);
     const [db] = JSON.parse(await docker(['inspect', 'db']));
     expect(db.NetworkSettings.IPAddress).toMatch(/^172\.17\.0\.\d+$/);
     expect(db.NetworkSettings.Networks.bridge.IPAddress).toBe(db.NetworkSettings.IPAddress);
     const out = await docker(['run', '--rm', '--link', 'db:database', 'busybox', 'sh', '-c', 'grep database /etc/hosts; ping -c 1 -W 5 database >/dev/null && echo reachable']);
     expect(out).toContain(`${db.NetworkSettings.IPAddress}\tdatabase`);
     expect(out).toContain('reachable');
+    const env = await docker(['run', '--rm', '--link', 'db:database', 'busybox', 'env']);
+    const ip = db.NetworkSettings.IPAddress;
+    for (const line of [`DATABASE_PORT=tcp://${ip}:5432`, `DATABASE_PORT_5432_TCP_ADDR=${ip}`, 'DATABASE_PORT_5432_TCP_PORT=5432', 'DATABASE_ENV_POSTGRES_DB=shop']) {
+      expect(env).toContain(line);
+    }
+    expect(env).toMatch(/^DATABASE_NAME=\/[a-z_]+\/database$/m);
     const stopped = await h.docker(['run', '--rm', '--link', 'nosuch:x', 'busybox', 'true']);
     expect(stopped.code).not.toBe(0);
     await docker(['rm', '-f', 'db']);

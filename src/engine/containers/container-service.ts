@@ -419,7 +419,7 @@ export class ContainerService {
       try {
         main = await sandbox.startMain({
           args: [record.Path, ...record.Args],
-          env: this.processEnv(record),
+          env: [...this.processEnv(record), ...this.legacyLinkEnv(record)],
           cwd: record.Config.WorkingDir || '/',
           uid: user.uid,
           gid: user.gid,
@@ -505,6 +505,41 @@ export class ContainerService {
     if (!has('HOSTNAME')) env.push(`HOSTNAME=${record.Config.Hostname}`);
     if (record.Config.Tty && !has('TERM')) env.push('TERM=xterm');
     if (!has('HOME')) env.push('HOME=/root');
+    return env;
+  }
+
+  /**
+   * The environment of legacy links on the default bridge (`--link db:database` gives
+   * DATABASE_PORT_5432_TCP_ADDR and the like, DATABASE_NAME, DATABASE_ENV_*), as dockerd sets it
+   * for the main process.
+   */
+  private legacyLinkEnv(record: ContainerRecord): string[] {
+    const env: string[] = [];
+    for (const link of record.HostConfig.Links ?? []) {
+      const [targetRef, aliasPath] = link.split(':');
+      const target = this.find(targetRef.replace(/^\//, ''));
+      const ip = target?.NetworkSettings?.Networks?.bridge?.IPAddress;
+      if (!target || !ip) continue;
+      const alias = (aliasPath ?? targetRef).split('/').pop()!;
+      const prefix = alias.toUpperCase().replace(/[^A-Z0-9_]/g, '_');
+      const ports = Object.keys(target.Config.ExposedPorts ?? {})
+        .map((k) => {
+          const [port, proto = 'tcp'] = k.split('/');
+          return { port: Number(port), proto };
+        })
+        .sort((a, b) => a.port - b.port);
+      if (ports[0]) env.push(`${prefix}_PORT=${ports[0].proto}://${ip}:${ports[0].port}`);
+      for (const { port, proto } of ports) {
+        const p = `${prefix}_PORT_${port}_${proto.toUpperCase()}`;
+        env.push(`${p}=${proto}://${ip}:${port}`, `${p}_ADDR=${ip}`, `${p}_PORT=${port}`, `${p}_PROTO=${proto}`);
+      }
+      env.push(`${prefix}_NAME=${record.Name}/${alias}`);
+      for (const e of target.Config.Env ?? []) {
+        const eq = e.indexOf('=');
+        const key = e.slice(0, eq);
+        if (eq > 0 && !['HOME', 'HOSTNAME', 'PATH'].includes(key)) env.push(`${prefix}_ENV_${key}=${e.slice(eq + 1)}`);
+      }
+    }
     return env;
   }
 
