@@ -6,9 +6,6 @@
  * (event_monitor/src/lib.rs: serde_json pretty-printed events), its capabilities, and what open()
  * says when Cloud Hypervisor cannot run here.
  */
-import { mkdtempSync, promises as fs } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import {
   CloudHypervisorHypervisor,
@@ -23,15 +20,9 @@ import {
   virtiofsdArgs,
   watchEvents,
 } from '../../src/drivers/hypervisor/cloud-hypervisor';
-import type { VmSpec } from '../../src/drivers/hypervisor/hypervisor';
+import { expectUnavailable, fakeKvmHost, tempDir, testSpec } from './hypervisor-fixtures';
 
-const spec: VmSpec = {
-  id: 'c1a0d',
-  kernelPath: '/k/bzImage',
-  initrdPath: '/k/initramfs.cpio',
-  memoryMiB: 128,
-  vcpus: 2,
-};
+const spec = testSpec({ id: 'c1a0d', memoryMiB: 128, vcpus: 2 });
 
 describe('cloudHypervisorPlan', () => {
   test('vm.create with the whole VmConfig, then vm.boot', () => {
@@ -149,17 +140,19 @@ test('capabilities: virtio-fs only with a virtiofsd; hotplug of disks and NICs; 
 });
 
 describe('open() where Cloud Hypervisor cannot run', () => {
-  const runRoot = mkdtempSync(path.join(os.tmpdir(), 'paddock-ch-open-'));
-  afterAll(() => fs.rm(runRoot, { recursive: true, force: true }));
+  const runRoot = tempDir('paddock-ch-open-');
 
   test('no binary: one line naming what to install', async () => {
-    const err = await CloudHypervisorHypervisor.open({ runRoot, host: { locate: () => null, kvmUsable: async () => true } }).catch((e) => e);
-    expect(err.kind).toBe('unavailable');
-    expect(err.message).toMatch(/^hypervisor "cloud-hypervisor" is not available: cloud-hypervisor not found \(.*cloud-hypervisor\/cloud-hypervisor\/releases.*\)$/);
+    await expectUnavailable(
+      CloudHypervisorHypervisor.open({ runRoot, host: fakeKvmHost(null, true) }),
+      /^hypervisor "cloud-hypervisor" is not available: cloud-hypervisor not found \(.*cloud-hypervisor\/cloud-hypervisor\/releases.*\)$/,
+    );
   });
 
   test('no KVM', async () => {
-    const err = await CloudHypervisorHypervisor.open({ runRoot, host: { locate: () => '/bin/true', kvmUsable: async () => false } }).catch((e) => e);
-    expect(err.message).toMatch(/^hypervisor "cloud-hypervisor" is not available: \/dev\/kvm/);
+    await expectUnavailable(
+      CloudHypervisorHypervisor.open({ runRoot, host: fakeKvmHost('/bin/true', false) }),
+      /^hypervisor "cloud-hypervisor" is not available: \/dev\/kvm/,
+    );
   });
 });

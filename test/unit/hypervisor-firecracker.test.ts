@@ -6,8 +6,7 @@
  * A fake Firecracker (an HTTP server on the API socket and a hybrid-vsock socket whose "guest"
  * answers like the agent) drives the real create() path.
  */
-import { mkdtempSync, promises as fs, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { promises as fs, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { AgentConnection } from '../../src/drivers/agent/agent-client';
 import {
@@ -17,17 +16,10 @@ import {
   firecrackerKernelArgs,
   firecrackerPlan,
 } from '../../src/drivers/hypervisor/firecracker';
-import type { VmSpec } from '../../src/drivers/hypervisor/hypervisor';
 import { openHypervisor } from '../../src/drivers/hypervisor/registry';
+import { expectUnavailable, fakeKvmHost, tempDir, testSpec } from './hypervisor-fixtures';
 
-const spec: VmSpec = {
-  id: 'c0ffee',
-  kernelPath: '/k/bzImage',
-  initrdPath: '/k/initramfs.cpio',
-  memoryMiB: 256,
-  vcpus: 2,
-  kernelArgs: ['paddock.test=1'],
-};
+const spec = testSpec({ id: 'c0ffee', memoryMiB: 256, vcpus: 2, kernelArgs: ['paddock.test=1'] });
 
 describe('firecrackerPlan', () => {
   test('configures machine, boot source and vsock, then starts the instance', () => {
@@ -114,19 +106,20 @@ test('capabilities: no directory sharing, no hotplug, pause, tap NICs only', () 
 });
 
 describe('open() where Firecracker cannot run', () => {
-  const runRoot = mkdtempSync(path.join(os.tmpdir(), 'paddock-fc-open-'));
-  afterAll(() => fs.rm(runRoot, { recursive: true, force: true }));
+  const runRoot = tempDir('paddock-fc-open-');
 
   test('no binary: one line naming what to install', async () => {
-    const err = await FirecrackerHypervisor.open({ runRoot, host: { locate: () => null, kvmUsable: async () => true } }).catch((e) => e);
-    expect(err.kind).toBe('unavailable');
-    expect(err.message).toMatch(/^hypervisor "firecracker" is not available: firecracker not found \(.*firecracker-microvm\/firecracker\/releases.*\)$/);
-    expect(err.message).not.toContain('\n');
+    await expectUnavailable(
+      FirecrackerHypervisor.open({ runRoot, host: fakeKvmHost(null, true) }),
+      /^hypervisor "firecracker" is not available: firecracker not found \(.*firecracker-microvm\/firecracker\/releases.*\)$/,
+    );
   });
 
   test('no KVM: says so', async () => {
-    const err = await FirecrackerHypervisor.open({ runRoot, host: { locate: () => '/bin/true', kvmUsable: async () => false } }).catch((e) => e);
-    expect(err.message).toMatch(/^hypervisor "firecracker" is not available: \/dev\/kvm/);
+    await expectUnavailable(
+      FirecrackerHypervisor.open({ runRoot, host: fakeKvmHost('/bin/true', false) }),
+      /^hypervisor "firecracker" is not available: \/dev\/kvm/,
+    );
   });
 
   test('through the registry, as the daemon opens it (this machine has no firecracker on PATH)', async () => {
@@ -174,10 +167,9 @@ process.stdout.write('fake firecracker console\\n');
 `;
 
 describe('create() against a fake Firecracker', () => {
-  let dir: string;
+  const dir = tempDir('paddock-fc-fake-');
   let log: string;
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-fc-fake-'));
     const bin = path.join(dir, 'firecracker');
     // The log path is written into the script: jest's process.env is not the one children inherit.
     log = path.join(dir, 'requests.log');
@@ -185,13 +177,12 @@ describe('create() against a fake Firecracker', () => {
     // An ELF-looking kernel, so that no vmlinux needs to be beside it.
     writeFileSync(path.join(dir, 'vmlinux'), Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]));
   });
-  afterAll(() => fs.rm(dir, { recursive: true, force: true }));
 
   test('sends the plan over the API socket, reaches the agent over hybrid vsock, and cleans up on kill', async () => {
     const hv = await FirecrackerHypervisor.open({
       runRoot: path.join(dir, 'run'),
       binary: path.join(dir, 'firecracker'),
-      host: { locate: () => null, kvmUsable: async () => true },
+      host: fakeKvmHost(null, true),
     });
     expect(hv.info()).toMatchObject({ name: 'firecracker', accelerator: 'kvm' });
     const vm = await hv.create({ ...spec, kernelPath: path.join(dir, 'vmlinux') });
@@ -216,7 +207,7 @@ describe('create() against a fake Firecracker', () => {
   test('a VMM that dies during start is reported, and leaves nothing behind', async () => {
     const bad = path.join(dir, 'firecracker-dies');
     writeFileSync(bad, '#!/bin/sh\necho "fatal: no kvm" >&2\nexit 1\n', { mode: 0o755 });
-    const hv = await FirecrackerHypervisor.open({ runRoot: path.join(dir, 'run2'), binary: bad, host: { locate: () => null, kvmUsable: async () => true } });
+    const hv = await FirecrackerHypervisor.open({ runRoot: path.join(dir, 'run2'), binary: bad, host: fakeKvmHost(null, true) });
     await expect(hv.create({ ...spec, kernelPath: path.join(dir, 'vmlinux') })).rejects.toThrow(/exited/);
     expect(await fs.readdir(path.join(dir, 'run2', 'firecracker'))).toEqual([]);
   });

@@ -8,7 +8,6 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, promises as fs, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { VmSpec } from '../../src/drivers/hypervisor/hypervisor';
 import {
   VirtualBoxHypervisor,
   diskCommands,
@@ -19,14 +18,9 @@ import {
   virtualBoxTeardown,
   type VirtualBoxPaths,
 } from '../../src/drivers/hypervisor/virtualbox';
+import { expectUnavailable, tempDir, testSpec } from './hypervisor-fixtures';
 
-const spec: VmSpec = {
-  id: 'b0a710ad',
-  kernelPath: '/k/bzImage',
-  initrdPath: '/k/initramfs.cpio',
-  memoryMiB: 256,
-  vcpus: 1,
-};
+const spec = testSpec({ id: 'b0a710ad', memoryMiB: 256, vcpus: 1 });
 const paths: VirtualBoxPaths = {
   vmDir: '/run/paddock/vm/virtualbox/paddock-b0a710ad',
   bootDisk: '/run/paddock/vm/virtualbox/paddock-b0a710ad/boot.vdi',
@@ -139,18 +133,20 @@ test('capabilities: vboxsf, disk hotplug, pause; no NIC backend', () => {
 });
 
 describe('open() without VirtualBox', () => {
-  const runRoot = mkdtempSync(path.join(os.tmpdir(), 'paddock-vbox-open-'));
-  afterAll(() => fs.rm(runRoot, { recursive: true, force: true }));
+  const runRoot = tempDir('paddock-vbox-open-');
 
   test('no VBoxManage: one line naming what to install', async () => {
-    const err = await VirtualBoxHypervisor.open({ runRoot, host: { locate: () => null, driverLoaded: () => false } }).catch((e) => e);
-    expect(err.kind).toBe('unavailable');
-    expect(err.message).toMatch(/^hypervisor "virtualbox" is not available: VBoxManage not found \(install VirtualBox 7 from virtualbox\.org.*\)$/);
+    await expectUnavailable(
+      VirtualBoxHypervisor.open({ runRoot, host: { locate: () => null, driverLoaded: () => false } }),
+      /^hypervisor "virtualbox" is not available: VBoxManage not found \(install VirtualBox 7 from virtualbox\.org.*\)$/,
+    );
   });
 
   test('installed but vboxdrv not loaded', async () => {
-    const err = await VirtualBoxHypervisor.open({ runRoot, host: { locate: (n) => `/usr/bin/${n}`, driverLoaded: () => false } }).catch((e) => e);
-    expect(err.message).toMatch(/\/dev\/vboxdrv is missing \(run `\/sbin\/vboxconfig`/);
+    await expectUnavailable(
+      VirtualBoxHypervisor.open({ runRoot, host: { locate: (n) => `/usr/bin/${n}`, driverLoaded: () => false } }),
+      /\/dev\/vboxdrv is missing \(run `\/sbin\/vboxconfig`/,
+    );
   });
 });
 

@@ -5,10 +5,6 @@
  * xl(1)'s `list` table; its capabilities; what open() says on a host that is not Xen's dom0.
  * (xl's own parser, `xl -N create`, needs a running hypervisor, so it cannot check these here.)
  */
-import { mkdtempSync, promises as fs } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import type { VmSpec } from '../../src/drivers/hypervisor/hypervisor';
 import {
   XenHypervisor,
   parseXlList,
@@ -19,15 +15,9 @@ import {
   xenKernelArgs,
   xenVdev,
 } from '../../src/drivers/hypervisor/xen';
+import { expectUnavailable, tempDir, testSpec } from './hypervisor-fixtures';
 
-const spec: VmSpec = {
-  id: 'feedface',
-  kernelPath: '/k/bzImage',
-  initrdPath: '/k/initramfs.cpio',
-  memoryMiB: 192,
-  vcpus: 2,
-  kernelArgs: ['paddock.test=1'],
-};
+const spec = testSpec({ id: 'feedface', memoryMiB: 192, vcpus: 2, kernelArgs: ['paddock.test=1'] });
 
 /** Parses the `key = value` lines xl reads: strings in double quotes, lists in brackets. */
 function parseXlCfg(text: string): Record<string, string | number | string[]> {
@@ -138,23 +128,25 @@ test('capabilities: Xen 9pfs, disk hotplug, pause; no NIC backend', () => {
 });
 
 describe('open() where Xen cannot run', () => {
-  const runRoot = mkdtempSync(path.join(os.tmpdir(), 'paddock-xen-open-'));
-  afterAll(() => fs.rm(runRoot, { recursive: true, force: true }));
+  const runRoot = tempDir('paddock-xen-open-');
+  const host = (xl: string | null, caps: string | null) => ({ locate: () => xl, xenCapabilities: async () => caps });
 
   test('no xl: one line naming the packages', async () => {
-    const err = await XenHypervisor.open({ runRoot, host: { locate: () => null, xenCapabilities: async () => null } }).catch((e) => e);
-    expect(err.kind).toBe('unavailable');
-    expect(err.message).toBe('hypervisor "xen" is not available: xl not found (apt-get install xen-utils-4.17 qemu-system-xen)');
+    await expectUnavailable(
+      XenHypervisor.open({ runRoot, host: host(null, null) }),
+      'hypervisor "xen" is not available: xl not found (apt-get install xen-utils-4.17 qemu-system-xen)',
+    );
   });
 
   test('xl installed but the host is not running on Xen', async () => {
-    const err = await XenHypervisor.open({ runRoot, host: { locate: () => '/usr/sbin/xl', xenCapabilities: async () => null } }).catch((e) => e);
-    expect(err.message).toMatch(/^hypervisor "xen" is not available: this host is not running on Xen .*\(apt-get install xen-system-amd64, reboot into Xen/);
+    await expectUnavailable(
+      XenHypervisor.open({ runRoot, host: host('/usr/sbin/xl', null) }),
+      /^hypervisor "xen" is not available: this host is not running on Xen .*\(apt-get install xen-system-amd64, reboot into Xen/,
+    );
   });
 
   test('a Xen guest (domU) is not a toolstack domain', async () => {
-    const err = await XenHypervisor.open({ runRoot, host: { locate: () => '/usr/sbin/xl', xenCapabilities: async () => '' } }).catch((e) => e);
-    expect(err.message).toMatch(/Xen guest, not dom0/);
+    await expectUnavailable(XenHypervisor.open({ runRoot, host: host('/usr/sbin/xl', '') }), /Xen guest, not dom0/);
   });
 
   test('on this machine, with the real host checks', async () => {
