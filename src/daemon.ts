@@ -52,6 +52,12 @@ export interface RunningDaemon {
 export async function buildEngine(config: DaemonConfig): Promise<Engine> {
   await fs.mkdir(config.dataRoot, { recursive: true, mode: 0o711 });
   await fs.mkdir(config.execRoot, { recursive: true, mode: 0o700 });
+  // Container layers and volumes hold tenants' files, setuid-root binaries included: no host user
+  // may reach them (the data root itself stays 0711, as dockerd's). image/ is 0700 already.
+  for (const dir of ['containers', 'volumes']) {
+    await fs.mkdir(path.join(config.dataRoot, dir), { recursive: true, mode: 0o700 });
+    await fs.chmod(path.join(config.dataRoot, dir), 0o700);
+  }
   const guest = await locateGuestImage({ sourceRoot: config.sourceRoot, kind: config.guestKernel });
   log.info('guest image', { kernel: guest.kernelPath, release: guest.kernelRelease, kind: guest.kind });
   const driver = await openHypervisor(config.hypervisor, {

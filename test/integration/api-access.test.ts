@@ -107,6 +107,11 @@ describe('unix socket', () => {
     expect(st.mode & 0o7777).toBe(0o660);
   });
 
+  test("tenants' files (container layers, volumes) are out of reach of host users", () => {
+    // A setuid-root binary copied into a container must not be runnable by a local user.
+    for (const dir of ['containers', 'volumes', 'image']) expect(statSync(path.join(base, 'data', dir)).mode & 0o777).toBe(0o700);
+  });
+
   test('-G names another group (or a gid); an unknown group is an error', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'paddock-sock-'));
     try {
