@@ -21,12 +21,15 @@ export const CONTAINER_ROOT = '/container';
 const ROOTFS_TAG = 'rootfs';
 const ETC_TAG = 'etcfiles';
 const ETC_GUEST_DIR = '/run/paddock/etc';
+const MOUNTS_TAG = 'mounts';
+const MOUNTS_GUEST_DIR = '/run/paddock/mounts';
 
 // mount(2) flags
 const MS_RDONLY = 0x1;
 const MS_NOSUID = 0x2;
 const MS_NODEV = 0x4;
 const MS_NOEXEC = 0x8;
+const MS_REMOUNT = 0x20;
 const MS_BIND = 0x1000;
 
 export interface SandboxSpec {
@@ -46,8 +49,11 @@ export interface SandboxSpec {
    * writable layer stays untouched, as with dockerd.
    */
   etcFiles?: { dir: string; files: string[] };
-  /** Host directories (bind mounts, volumes) mounted at container paths. */
-  mounts?: Array<{ hostPath: string; target: string; readOnly?: boolean }>;
+  /**
+   * Volumes and bind mounts, staged under one host directory (drivers/storage/mount-staging.ts):
+   * one shared directory whatever their number; each entry is bound to its container path.
+   */
+  mounts?: { hostDir: string; entries: Array<{ name: string; target: string; readOnly?: boolean }> };
   /** tmpfs mounts inside the guest (`--tmpfs`), with their mount options. */
   tmpfs?: Array<{ target: string; options: string; readOnly?: boolean }>;
   /** The VM's one NIC: a trunk carrying every network of the container as a VLAN. */
@@ -121,7 +127,7 @@ export class Sandbox {
       shares: [
         { tag: ROOTFS_TAG, hostPath: spec.rootfsDir, kind: shareKind },
         ...(spec.etcFiles ? [{ tag: ETC_TAG, hostPath: spec.etcFiles.dir, kind: shareKind, readOnly: false }] : []),
-        ...(spec.mounts ?? []).map((m, i) => ({ tag: `m${i}`, hostPath: m.hostPath, kind: shareKind, readOnly: m.readOnly })),
+        ...(spec.mounts?.entries.length ? [{ tag: MOUNTS_TAG, hostPath: spec.mounts.hostDir, kind: shareKind }] : []),
       ],
       nics: spec.nic ? [spec.nic] : [],
     });
@@ -151,8 +157,14 @@ export class Sandbox {
           await agent.mount({ source: `${ETC_GUEST_DIR}/${f}`, target: `${CONTAINER_ROOT}/etc/${f}`, flags: MS_BIND });
         }
       }
-      for (const [i, m] of (spec.mounts ?? []).entries()) {
-        await agent.mount(shareMount(shareKind, `m${i}`, `${CONTAINER_ROOT}${m.target}`, m.readOnly));
+      if (spec.mounts?.entries.length) {
+        await agent.mount(shareMount(shareKind, MOUNTS_TAG, MOUNTS_GUEST_DIR));
+        for (const m of spec.mounts.entries) {
+          const target = `${CONTAINER_ROOT}${m.target}`;
+          await agent.mount({ source: `${MOUNTS_GUEST_DIR}/${m.name}`, target, flags: MS_BIND });
+          // Read-only on the host already; the guest's view says so too (mount shows ro).
+          if (m.readOnly) await agent.mount({ source: 'none', target, flags: MS_BIND | MS_REMOUNT | MS_RDONLY });
+        }
       }
       for (const t of spec.tmpfs ?? []) {
         await agent.mount({

@@ -254,6 +254,20 @@ describe('volumes, bind mounts and tmpfs', () => {
     expect(ro.stderr).toContain('Read-only file system');
   });
 
+  test('six mounts at once (volumes, directories, a single file, read-only ones) share one directory into the VM', async () => {
+    await fs.writeFile(path.join(hostDir, 'single.conf'), 'setting=1\n');
+    const args = ['-v', 'vol-a:/a', '-v', 'vol-b:/b', '-v', `${hostDir}:/host1`, '-v', `${hostDir}:/host2:ro`,
+      '-v', `${path.join(hostDir, 'single.conf')}:/etc/app.conf:ro`, '--mount', 'type=volume,source=vol-c,target=/c'];
+    const r = await h.docker(['run', '--rm', ...args, 'busybox', 'sh', '-c',
+      'echo A > /a/f && echo B > /b/f && echo C > /c/f && cat /etc/app.conf /host1/in.txt && (echo x > /host2/nope || echo host2-ro) && (echo x >> /etc/app.conf || echo conf-ro)']);
+    expect(r.stdout).toBe('setting=1\nfrom the host\nhost2-ro\nconf-ro\n');
+    const again = await h.docker(['run', '--rm', '-v', 'vol-a:/a', '-v', 'vol-b:/b', '-v', 'vol-c:/c', 'busybox', 'cat', '/a/f', '/b/f', '/c/f']);
+    expect(again.stdout).toBe('A\nB\nC\n');
+    // Nothing stays mounted on the host once the containers are gone.
+    expect(await fs.readFile('/proc/self/mountinfo', 'utf8')).not.toContain(path.join(h.root, 'mounts'));
+    await h.docker(['volume', 'rm', 'vol-a', 'vol-b', 'vol-c']);
+  });
+
   test('an anonymous volume starts with the image\'s content and goes with rm -v', async () => {
     const id = (await h.docker(['create', '-v', '/etc', 'busybox', 'ls', '/etc'])).stdout.trim();
     expect((await h.docker(['start', '-a', id])).stdout).toContain('passwd');

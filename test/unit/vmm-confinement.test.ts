@@ -76,11 +76,12 @@ describe('buildLaunch', () => {
     ]);
     expect(script.endsWith('exec "$@"')).toBe(true);
     // Parents are bound before what lies below them; read-only ones remounted so.
-    const order = ['/usr', '/tmp/ctr/rootfs/merged', '/tmp/ctr/rootfs/merged/sub'].map((p) => script.search(new RegExp(`--bind (-o \\S+ )?'${p}'`)));
+    const order = ['/usr', '/tmp/ctr/rootfs/merged', '/tmp/ctr/rootfs/merged/sub'].map((p) => script.search(new RegExp(`--r?bind (-o \\S+ )?'${p}'`)));
     expect(order.every((i) => i > 0)).toBe(true);
     expect([...order].sort((a, b) => a - b)).toEqual(order);
-    expect(script).toContain(`--bind -o ro,nosuid,nodev '/usr' "$R"'/usr'`);
-    expect(script).toContain(`--bind '/tmp/ctr/rootfs/merged' "$R"'/tmp/ctr/rootfs/merged'\n`);
+    // Directories recursively: a share may hold mounts of its own (staged volumes and binds).
+    expect(script).toContain(`--rbind -o ro,nosuid,nodev '/usr' "$R"'/usr'`);
+    expect(script).toContain(`--rbind '/tmp/ctr/rootfs/merged' "$R"'/tmp/ctr/rootfs/merged'\n`);
     expect(script).toContain(`--bind -o ro,nosuid,nodev '/cache/it'\\''s/bzImage'`);
     expect(script).toContain(`--bind '/dev/kvm' "$R"'/dev/kvm'`);
     expect(script).toContain("ln -s 'usr/bin' \"$R\"'/bin'");

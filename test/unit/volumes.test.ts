@@ -101,8 +101,8 @@ describe('resolveMounts', () => {
     await expect(run({ Mounts: [{ Type: 'npipe', Target: '/x' }] })).rejects.toThrow('mount type unknown');
   });
 
-  test('more shared directories than the VM has slots are refused', async () => {
-    const binds = [1, 2, 3, 4, 5].map((i) => `v${i}:/m${i}`);
-    await expect(resolveMounts({ Image: 'x', HostConfig: { Binds: binds } }, null, volumes, noContainer)).rejects.toThrow(/at most 3 volume and bind mounts/);
+  test('any number of volumes and binds is accepted (they share one directory into the VM)', async () => {
+    const binds = [1, 2, 3, 4, 5, 6].map((i) => `v${i}:/m${i}`);
+    expect(await resolveMounts({ Image: 'x', HostConfig: { Binds: binds } }, null, volumes, noContainer)).toHaveLength(6);
   });
 });

@@ -258,7 +258,9 @@ export class QemuHypervisor implements Hypervisor {
       const kind = share.kind ?? '9p';
       if (kind === '9p') {
         const ro = share.readOnly ? ',readonly=on' : '';
-        out.push('-fsdev', `local,id=fs${i},path=${escapeOpt(share.hostPath)},security_model=passthrough${ro}`);
+        // multidevs=remap: a share may span several host filesystems (staged volumes and binds);
+        // remapped inode numbers keep files on different devices from colliding in the guest.
+        out.push('-fsdev', `local,id=fs${i},path=${escapeOpt(share.hostPath)},security_model=passthrough,multidevs=remap${ro}`);
         out.push('-device', `${microvm ? 'virtio-9p-device' : 'virtio-9p-pci'},fsdev=fs${i},mount_tag=${share.tag}`);
       } else {
         if (!existsSync(this.opts.virtiofsdPath)) {

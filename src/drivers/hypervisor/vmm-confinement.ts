@@ -173,7 +173,8 @@ function jailScript(plan: LaunchPlan, jail: JailPlan): string[] {
   for (const d of jail.devices) lines.push(`: > ${R(d)}`);
   for (const b of binds) {
     // util-linux binds, then remounts with the options (read-only) in one command.
-    lines.push(`${mount} --bind ${b.readOnly ? '-o ro,nosuid,nodev ' : ''}${shq(b.path)} ${R(b.path)}`);
+    // Recursive: a share may hold mounts of its own (a container's staged volumes and binds).
+    lines.push(`${mount} ${b.kind === 'dir' ? '--rbind' : '--bind'} ${b.readOnly ? '-o ro,nosuid,nodev ' : ''}${shq(b.path)} ${R(b.path)}`);
   }
   for (const d of jail.devices) lines.push(`${mount} --bind ${shq(d)} ${R(d)}`);
   lines.push(

@@ -29,6 +29,7 @@ import type { VolumeService } from '../volumes/volume-service';
 import { ExecManager } from './exec';
 import { HealthMonitor, probeCommand } from './health';
 import { resolveMounts } from './mounts';
+import { releaseStagedMounts, stageMounts } from '../../drivers/storage/mount-staging';
 import { ContainerNetworking, emptyEndpoint, initialNetworks } from './container-networking';
 import type { NetworkRecord, NetworkService } from '../networks/network-service';
 import { resolveInRoot } from './scoped-path';
@@ -397,6 +398,8 @@ export class ContainerService {
       const vcpus = record.HostConfig.NanoCpus ? Math.max(1, Math.ceil(record.HostConfig.NanoCpus / 1e9)) : 1;
       const points = [...(record.MountPoints ?? [])].sort((a, b) => a.Destination.split('/').length - b.Destination.split('/').length);
       for (const m of points) if (m.Type === 'volume') await copyUpIfEmpty(rootfs.merged, m.Destination, m.Source);
+      const shared = points.filter((m) => m.Type !== 'tmpfs');
+      const staged = await stageMounts(this.mountStagingDir(id), shared.map((m) => ({ hostPath: m.Source, readOnly: !m.RW })));
       sandbox = await Sandbox.start(this.opts.hypervisor, this.opts.guest, {
         id,
         rootfsDir: rootfs.merged,
@@ -404,9 +407,7 @@ export class ContainerService {
         vcpus,
         hostname: record.Config.Hostname,
         etcFiles: { dir: etcDir, files: ['hostname', 'hosts', 'resolv.conf'] },
-        mounts: points
-          .filter((m) => m.Type !== 'tmpfs')
-          .map((m) => ({ hostPath: m.Source, target: m.Destination, readOnly: !m.RW })),
+        mounts: { hostDir: this.mountStagingDir(id), entries: staged.map((m, i) => ({ name: m.name, target: shared[i].Destination, readOnly: !shared[i].RW })) },
         tmpfs: points.filter((m) => m.Type === 'tmpfs').map((m) => ({ target: m.Destination, options: m.TmpfsOptions ?? '', readOnly: !m.RW })),
         nic: networking?.nic,
       });
@@ -968,8 +969,15 @@ export class ContainerService {
     return path.join(this.containerDir(record.Id), 'rootfs', 'upper');
   }
 
-  private unmountRootfs(id: string): Promise<void> {
-    return unmountOverlay(path.join(this.containerDir(id), 'rootfs', 'merged'), false);
+  /** Everything the host mounted for a run of the container: its overlay and its staged mounts. */
+  private async unmountRootfs(id: string): Promise<void> {
+    await releaseStagedMounts(this.mountStagingDir(id));
+    await unmountOverlay(path.join(this.containerDir(id), 'rootfs', 'merged'), false);
+  }
+
+  /** Outside the container's own directory, which is deleted recursively on rm. */
+  private mountStagingDir(id: string): string {
+    return path.join(path.dirname(this.opts.root), 'mounts', id);
   }
 
   /** Settles when the container's current run has ended (and its state is recorded). */

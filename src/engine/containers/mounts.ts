@@ -76,15 +76,8 @@ export async function resolveMounts(
   for (const [dest, opts] of Object.entries(hc.Tmpfs ?? {})) {
     add({ Type: 'tmpfs', Source: '', Destination: dest, Mode: '', RW: !opts.split(',').includes('ro'), Propagation: '', TmpfsOptions: opts });
   }
-  const shared = [...byDest.values()].filter((m) => m.Type !== 'tmpfs').length;
-  if (shared > MAX_SHARED_MOUNTS) {
-    throw invalid(`a Paddock container can have at most ${MAX_SHARED_MOUNTS} volume and bind mounts (the VM has ${MAX_SHARED_MOUNTS} free virtio-mmio slots); this one asks for ${shared}`);
-  }
   return [...byDest.values()];
 }
-
-/** microvm has 8 virtio-mmio transports: agent channel, rng, rootfs, /etc files and the NIC take 5. */
-const MAX_SHARED_MOUNTS = 3;
 
 /** inspect's `Mounts`. */
 export function mountsView(points: MountPoint[] | undefined): Array<Record<string, unknown>> {
