@@ -8,6 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import tar from 'tar-stream';
 import path from 'node:path';
 import { repoRoot } from '../helpers/guest';
 import { startTestRegistry, type TestRegistry } from '../helpers/registry';
@@ -180,6 +181,21 @@ test('known bad requests: each answered with a JSON error, none takes the daemon
   // Parser-level errors get the JSON error shape too.
   expectError(await raw('POST /containers/create HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n'), 400, /bad request/);
   expectError(await raw(`GET /_ping HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(80 * 1024)}\r\n\r\n`), 431, /HEADER_OVERFLOW/);
+  // Tars cut off inside a member: the member's stream failed with nobody listening (an
+  // uncaught exception) in archive PUT; load and import must take them as calmly.
+  const pack = tar.pack();
+  pack.entry({ name: 'big', mode: 0o644 }, 'x'.repeat(5000));
+  pack.finalize();
+  const whole: Buffer[] = [];
+  for await (const c of pack as unknown as AsyncIterable<Buffer>) whole.push(Buffer.from(c));
+  const cutTar = Buffer.concat(whole).subarray(0, 1000);
+  const put = await api(sock, 'PUT', `/containers/${FIXTURES.created}/archive?path=/`, cutTar);
+  expect({ status: put.status, message: JSON.parse(put.body).message }).toEqual({ status: 400, message: expect.stringContaining('Error processing tar file') });
+  for (const p of ['/images/load', '/images/create?fromSrc=-&repo=cut&tag=1']) {
+    const r = await api(sock, 'POST', p, cutTar);
+    expect(r.status).toBeLessThan(500);
+  }
+  await new Promise((r) => setTimeout(r, 500)); // let any late stream error surface in the log
   expect(await ping(sock)).toBe(200);
   expect(daemon.uncaught).toEqual([]);
 });

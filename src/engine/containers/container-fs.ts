@@ -211,6 +211,9 @@ export async function extractInto(
   const extract = tar.extract();
   const done = new Promise<void>((resolve, reject) => {
     extract.on('entry', (header, stream, next) => {
+      // A tar cut off inside a member fails that member's stream too: without a listener that
+      // is an unhandled 'error' event (an uncaught exception in the daemon).
+      stream.on('error', (err: Error) => reject(invalid(`Error processing tar file: ${err.message}`)));
       applyEntry(root, containerDir, header, stream as unknown as Readable, opts)
         .then(() => next(), (err) => {
           stream.resume();
@@ -218,7 +221,8 @@ export async function extractInto(
         });
     });
     extract.on('finish', resolve);
-    extract.on('error', reject);
+    // A body that is not a (whole) tar is the client's error, as dockerd's "Error processing tar file".
+    extract.on('error', (err: Error) => reject(invalid(`Error processing tar file: ${err.message}`)));
   });
   input.pipe(extract);
   await done;
@@ -283,6 +287,8 @@ async function applyEntry(
   }
   if (opts.copyUidGid !== false && header.type !== 'link') {
     await fs.lchown(target, header.uid ?? 0, header.gid ?? 0).catch(() => undefined);
+    // chown clears setuid/setgid: set the mode again, as tar (and dockerd) do after chown.
+    if (header.type !== 'symlink' && mode & 0o6000) await fs.chmod(target, mode);
   }
   if (header.mtime && header.type !== 'symlink' && header.type !== 'link') {
     await fs.utimes(target, header.mtime, header.mtime).catch(() => undefined);

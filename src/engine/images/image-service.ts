@@ -329,6 +329,10 @@ export class ImageService implements ImageBackend {
       message: req.message,
       changes: req.changes,
       platform: req.platform ?? hostPlatform(),
+    }).catch((err: unknown) => {
+      // A tarball that ends early or is not a tar is the client's error (as for load), not ours.
+      if (err instanceof PaddockError) throw err;
+      throw invalid(`invalid tar archive: ${(err as Error).message}`);
     });
     progress.write({ status: img.stored.id });
     return img.stored.id;
