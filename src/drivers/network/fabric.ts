@@ -121,9 +121,13 @@ export class NetworkFabric {
   private async startUplink(): Promise<void> {
     const binary = ['/usr/bin/slirp4netns', '/bin/slirp4netns'].find((p) => existsSync(p));
     if (!binary) throw unavailable('slirp4netns is not installed (apt-get install slirp4netns)');
-    const proc = spawn(binary, ['--configure', '--mtu=1500', '--disable-host-loopback', '--netns-type=path', this.ns.path, UPLINK], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    // --exit-fd: fd 3 is a pipe from the daemon, so slirp4netns ends with it even after a kill -9.
+    // (Its --enable-sandbox is not used: its mount namespace games broke the /run/netns binding.)
+    const proc = spawn(
+      binary,
+      ['--configure', '--mtu=1500', '--disable-host-loopback', '--exit-fd=3', '--netns-type=path', this.ns.path, UPLINK],
+      { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] },
+    );
     let stderr = '';
     proc.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr = (stderr + c).slice(-2000)));
     this.uplink = proc;
