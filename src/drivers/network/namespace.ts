@@ -5,7 +5,7 @@
  * shutdown removes all of it at once.
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { invalid, unavailable } from '../../errors';
 
@@ -21,6 +21,23 @@ export async function runCommand(binary: string, args: string[]): Promise<string
   }
 }
 
+/**
+ * Namespaces of daemons that died (kill -9, a crash) with `prefix` in their name and nothing
+ * running in them any more: a live daemon's namespace always holds its switch.
+ */
+async function sweepStale(prefix: string): Promise<void> {
+  const list = await runCommand('ip', ['netns', 'list']).catch(() => '');
+  for (const line of list.split('\n')) {
+    const name = line.split(' ')[0];
+    if (!name?.startsWith(prefix)) continue;
+    // A daemon starting right now has not got its switch running yet: leave young ones alone.
+    const age = Date.now() - (statSync(`/run/netns/${name}`, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
+    if (age < 60_000) continue;
+    const pids = await runCommand('ip', ['netns', 'pids', name]).catch(() => 'unknown');
+    if (pids.trim() === '') await runCommand('ip', ['netns', 'delete', name]).catch(() => undefined);
+  }
+}
+
 export class NetworkNamespace {
   private constructor(readonly name: string) {}
 
@@ -32,6 +49,7 @@ export class NetworkNamespace {
   static async create(name: string): Promise<NetworkNamespace> {
     if (!/^[a-z0-9][a-z0-9-]{0,39}$/.test(name)) throw invalid(`invalid network namespace name ${name}`);
     const ns = new NetworkNamespace(name);
+    await sweepStale(name.replace(/-[^-]*$/, '-'));
     if (existsSync(ns.path)) await runCommand('ip', ['netns', 'delete', name]).catch(() => undefined);
     await runCommand('ip', ['netns', 'add', name]);
     await ns.ip(['link', 'set', 'lo', 'up']);
