@@ -9,7 +9,7 @@
 import type { AgentInfo, AgentProcess, MountRequest, ProcessSpec } from '../drivers/agent/agent-client';
 import { AgentConnection, withTimeout } from '../drivers/agent/agent-client';
 import type { GuestImage } from '../drivers/guest/guest-image';
-import type { FsShareKind, Hypervisor, NicSpec, Vm, VmExit } from '../drivers/hypervisor/hypervisor';
+import type { FsShareKind, Hypervisor, NicSpec, Vm, VmExit, VmSpec } from '../drivers/hypervisor/hypervisor';
 import { unavailable } from '../errors';
 import { logger } from '../util/log';
 import { reportSandboxTimings } from './start-timings';
@@ -58,6 +58,8 @@ export interface SandboxSpec {
   tmpfs?: Array<{ target: string; options: string; readOnly?: boolean }>;
   /** The VM's one NIC: a trunk carrying every network of the container as a VLAN. */
   nic?: NicSpec;
+  /** Host-side limits of the VMM (its cgroup): the container's CPU quota. */
+  limits?: VmSpec['limits'];
 }
 
 export interface SandboxTimings {
@@ -130,6 +132,7 @@ export class Sandbox {
         ...(spec.mounts?.entries.length ? [{ tag: MOUNTS_TAG, hostPath: spec.mounts.hostDir, kind: shareKind }] : []),
       ],
       nics: spec.nic ? [spec.nic] : [],
+      limits: spec.limits,
     });
     const t1 = performance.now();
     const agent = new AgentConnection(vm.agentChannel);

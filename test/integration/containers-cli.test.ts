@@ -298,6 +298,23 @@ test('healthchecks run in the container and drive State.Health, ps and health_st
   await h.docker(['rm', '-f', 'checked']);
 });
 
+test('--cpus becomes a CPU quota on the VMM\'s cgroup', async () => {
+  await h.docker(['run', '-d', '--name', 'capped', '--cpus', '0.5', 'busybox', 'sleep', '300']);
+  const pid = Number((await h.docker(['inspect', '-f', '{{.State.Pid}}', 'capped'])).stdout.trim());
+  const cgroups = await fs.readFile(`/proc/${pid}/cgroup`, 'utf8');
+  const v1 = /^\d+:[^:]*\bcpu\b[^:]*:(.*)$/m.exec(cgroups);
+  const v2 = /^0::(.*)$/m.exec(cgroups);
+  const quota = v1
+    ? await fs.readFile(`/sys/fs/cgroup/cpu${v1[1]}/cpu.cfs_quota_us`, 'utf8').catch(() => fs.readFile(`/sys/fs/cgroup/cpu,cpuacct${v1[1]}/cpu.cfs_quota_us`, 'utf8'))
+    : await fs.readFile(`/sys/fs/cgroup${v2![1]}/cpu.max`, 'utf8');
+  if (!/paddock/.test(cgroups)) {
+    console.warn('VMM cgroups are off on this host: --cpus not checked');
+  } else {
+    expect(quota.trim()).toMatch(/^50000( 100000)?$/);
+  }
+  await h.docker(['rm', '-f', 'capped']);
+});
+
 test('docker wait returns the exit code', async () => {
   await h.docker(['run', '-d', '--name', 'waiter', 'busybox', 'sh', '-c', 'sleep 1; exit 9']);
   const r = await h.docker(['wait', 'waiter']);

@@ -410,6 +410,7 @@ export class ContainerService {
         mounts: { hostDir: this.mountStagingDir(id), entries: staged.map((m, i) => ({ name: m.name, target: shared[i].Destination, readOnly: !shared[i].RW })) },
         tmpfs: points.filter((m) => m.Type === 'tmpfs').map((m) => ({ target: m.Destination, options: m.TmpfsOptions ?? '', readOnly: !m.RW })),
         nic: networking?.nic,
+        limits: cpuLimits(record.HostConfig),
       });
       await networking?.activate(sandbox.agent);
       const logWriter = new JsonLogWriter(this.logPath(id));
@@ -1029,6 +1030,14 @@ async function copyUpIfEmpty(mergedRoot: string, destination: string, volumeDir:
 
 function exitedState(state: ContainerRecord['State'], exitCode: number): ContainerRecord['State'] {
   return { ...state, Status: 'exited', Running: false, Paused: false, Restarting: false, Pid: 0, ExitCode: exitCode, FinishedAt: new Date().toISOString() };
+}
+
+/** `--cpus` / `--cpu-quota` as a CFS quota for the VMM's cgroup (100 ms periods, as Docker's). */
+function cpuLimits(hc: HostConfig): { cpuQuotaUs: number; cpuPeriodUs: number } | undefined {
+  const period = 100_000;
+  if (hc.NanoCpus) return { cpuQuotaUs: Math.max(1000, Math.round((hc.NanoCpus * period) / 1e9)), cpuPeriodUs: period };
+  if (hc.CpuQuota && hc.CpuQuota > 0) return { cpuQuotaUs: hc.CpuQuota, cpuPeriodUs: hc.CpuPeriod || period };
+  return undefined;
 }
 
 /** dockerd's wording for a command that cannot be run, so the CLI maps it to 126/127. */
