@@ -156,7 +156,8 @@ function walk(v: unknown, t: BodyType, struct: string, field: string): void {
   }
   // A nested struct: Go names the field path from the outermost struct.
   for (const [k, x] of Object.entries(v as object)) {
-    const ft = t.fields[k];
+    // Own fields only: "constructor" or "__proto__" in a body must not find Object's.
+    const ft = Object.hasOwn(t.fields, k) ? t.fields[k] : undefined;
     if (ft) walk(x, ft, struct, field ? `${field}.${k}` : k);
   }
 }

@@ -15,6 +15,7 @@
  */
 import http from 'node:http';
 import net from 'node:net';
+import tar from 'tar-stream';
 
 export interface RouteSpec {
   method: string;
@@ -135,6 +136,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzFigures> {
     hangs: [], badErrorBodies: [], unexpected5xx: [], routesHit: 0,
   };
   const hit = new Set<string>();
+  const tars = await hostileTars(rand);
   let pools = await opts.pools();
   let sinceRefresh = 0;
   let refreshing: Promise<void> | null = null;
@@ -237,6 +239,20 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzFigures> {
     if (['POST', 'PUT'].includes(method) || chance(0.05)) {
       const r = rand();
       bodyValue = tmpl === undefined ? (r < 0.5 ? undefined : randomJson()) : r < 0.3 ? tmpl : r < 0.85 ? mutate(tmpl) : randomJson();
+    }
+    // Routes that take tars get tars: hostile (../, absolute, links out, devices) and broken ones.
+    const tarRoute = /\/archive$|\/images\/load$|\/images\/create$/.test(route.path) && ['PUT', 'POST'].includes(method);
+    if (tarRoute && route.path === '/images/create' && chance(0.5)) query.set('fromSrc', '-');
+    if (tarRoute && chance(0.7)) {
+      let t = pick(tars);
+      if (chance(0.3)) t = t.subarray(0, Math.floor(rand() * t.length));
+      if (chance(0.2)) {
+        t = Buffer.from(t);
+        for (let i = 0; i < 8; i++) t[Math.floor(rand() * t.length)] = Math.floor(rand() * 256);
+      }
+      makeSafe({} as Built, p, query, undefined);
+      const qs = query.toString();
+      return { method, path: `${pick(VERSIONS)}${p}${qs ? '?' + qs : ''}`, headers: { 'Content-Type': 'application/x-tar' }, body: t, route: `${route.method} ${route.path}` };
     }
     const safe = makeSafe({} as Built, p, query, bodyValue) as unknown;
     if (safe && typeof safe === 'object' && (safe as { rewritePath?: boolean }).rewritePath) {
@@ -438,6 +454,33 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzFigures> {
   await refreshing;
   figures.routesHit = hit.size;
   return figures;
+}
+
+/** Tars with members that try to leave their destination, special files, and plain ones. */
+async function hostileTars(rand: () => number): Promise<Buffer[]> {
+  const members: (Partial<tar.Header> & { name: string; content?: string })[][] = [
+    [{ name: '../../../../tmp/fuzz-escape', content: 'x' }],
+    [{ name: '/etc/fuzz-abs', content: 'x' }],
+    [{ name: 'up', type: 'symlink', linkname: '/' }, { name: 'up/tmp/fuzz-through-link', content: 'x' }],
+    [{ name: 'rel', type: 'symlink', linkname: '../../../../../../tmp' }, { name: 'rel/fuzz-rel', content: 'x' }],
+    [{ name: 'hl', type: 'link', linkname: '/etc/passwd' }],
+    [{ name: 'hl2', type: 'link', linkname: '../../../../etc/shadow' }],
+    [{ name: 'dev', type: 'character-device', devmajor: 1, devminor: 1 }, { name: 'blk', type: 'block-device', devmajor: 8, devminor: 0 }, { name: 'fifo', type: 'fifo' }],
+    [{ name: 'suid', content: '#!/bin/sh\n', mode: 0o4755 }, { name: 'd', type: 'directory', mode: 0o7777 }],
+    [{ name: 'manifest.json', content: '[{"Config":"../../../etc/passwd","RepoTags":["fuzz:x"],"Layers":["/etc/shadow"]}]' }],
+    [{ name: 'big', content: 'x'.repeat(20000) }, { name: 'a/b/c/d/e', content: 'deep' }],
+  ];
+  const out: Buffer[] = [];
+  for (const list of members) {
+    const pack = tar.pack();
+    for (const { content, ...h } of list) pack.entry({ mode: 0o644, ...h }, content ?? '');
+    pack.finalize();
+    const chunks: Buffer[] = [];
+    for await (const c of pack as unknown as AsyncIterable<Buffer>) chunks.push(Buffer.from(c));
+    out.push(Buffer.concat(chunks));
+  }
+  out.push(Buffer.from(Array.from({ length: 2048 }, () => Math.floor(rand() * 256))));
+  return out;
 }
 
 /** The body of the first response in `data` (raw cases may get several pipelined answers). */

@@ -6,7 +6,7 @@
  * hangs, JSON {"message"} bodies on every error and no 5xx outside dockerd's own.
  * PADDOCK_FUZZ_SECONDS (default 40) and PADDOCK_FUZZ_SEED (default: random, printed) replay a run.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import tar from 'tar-stream';
 import path from 'node:path';
@@ -162,6 +162,12 @@ test('known bad requests: each answered with a JSON error, none takes the daemon
     ['POST', `/containers/${FIXTURES.created}/update`, { RestartPolicy: 'always' }, 'json: cannot unmarshal string into Go struct field UpdateConfig.RestartPolicy of type RestartPolicy'],
     ['POST', `/containers/${FIXTURES.running}/exec`, { Cmd: 'echo' }, 'json: cannot unmarshal string into Go struct field ExecOptions.Cmd of type []string'],
   ];
+  // Keys that name Object.prototype's members once made the type check itself throw (500).
+  const proto = await api(sock, 'POST', '/containers/create', `{"constructor":{"prototype":{"x":1}},"__proto__":{"polluted":true},"Image":${JSON.stringify(busybox)},"Cmd":["true"]}`);
+  expect(proto.status).toBe(201);
+  expect((await api(sock, 'DELETE', `/containers/${JSON.parse(proto.body).Id}`)).status).toBe(204);
+  const longVolume = await api(sock, 'POST', '/volumes/create', { Name: 'v'.repeat(300) });
+  expect(longVolume.status).toBe(400);
   for (const [method, p, body, message] of typed) {
     const r = await api(sock, method, p, body);
     expect({ status: r.status, message: JSON.parse(r.body).message }).toEqual({ status: 400, message });
@@ -191,6 +197,14 @@ test('known bad requests: each answered with a JSON error, none takes the daemon
   const cutTar = Buffer.concat(whole).subarray(0, 1000);
   const put = await api(sock, 'PUT', `/containers/${FIXTURES.created}/archive?path=/`, cutTar);
   expect({ status: put.status, message: JSON.parse(put.body).message }).toEqual({ status: 400, message: expect.stringContaining('Error processing tar file') });
+  // An image archive whose manifest names files outside it: refused as a bad archive (was a 500).
+  const evil = tar.pack();
+  evil.entry({ name: 'manifest.json' }, '[{"Config":"../../../etc/passwd","RepoTags":["evil:1"],"Layers":[]}]');
+  evil.finalize();
+  const evilChunks: Buffer[] = [];
+  for await (const c of evil as unknown as AsyncIterable<Buffer>) evilChunks.push(Buffer.from(c));
+  const loaded = await api(sock, 'POST', '/images/load', Buffer.concat(evilChunks));
+  expect({ status: loaded.status, message: JSON.parse(loaded.body).message }).toEqual({ status: 400, message: expect.stringContaining('outside') });
   for (const p of ['/images/load', '/images/create?fromSrc=-&repo=cut&tag=1']) {
     const r = await api(sock, 'POST', p, cutTar);
     expect(r.status).toBeLessThan(500);
@@ -205,6 +219,7 @@ test(`fuzz every route for ${SECONDS} s: no crash, no hang, JSON errors, only do
   const routes = ops.map(({ method, path: p }) => ({ method, path: p }));
   const seed = Number(process.env.PADDOCK_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
   const rssStart = daemon.rssKiB();
+  const passwdLinks = statSync('/etc/passwd').nlink;
   const figures = await runFuzz({
     socketPath: daemon.socketPath,
     seconds: SECONDS,
@@ -233,6 +248,9 @@ test(`fuzz every route for ${SECONDS} s: no crash, no hang, JSON errors, only do
   console.log(`fuzz figures (seed ${seed}):\n${JSON.stringify(report, null, 1)}`);
   expect(alive).toBe(true);
   expect(daemon.uncaught).toEqual([]);
+  // The hostile tars (fuzzer.ts hostileTars) left nothing on the host.
+  for (const f of ['/tmp/fuzz-escape', '/etc/fuzz-abs', '/tmp/fuzz-through-link', '/tmp/fuzz-rel', '/fuzz-escape']) expect(existsSync(f)).toBe(false);
+  expect(statSync('/etc/passwd').nlink).toBe(passwdLinks);
   expect(figures.hangs).toEqual([]);
   expect(figures.badErrorBodies).toEqual([]);
   expect(figures.unexpected5xx).toEqual([]);

@@ -933,7 +933,13 @@ export class ContainerService {
 
   /** The container's rootfs on the host, mounted on demand (docker cp, export, diff). */
   async mountedRootfs(record: ContainerRecord): Promise<{ merged: string; upper: string }> {
-    return mountOverlayRootfs(path.join(this.containerDir(record.Id), 'rootfs'), await this.lowerDirs(record));
+    try {
+      return await mountOverlayRootfs(path.join(this.containerDir(record.Id), 'rootfs'), await this.lowerDirs(record));
+    } catch (err) {
+      // Removed while cp/export/diff was on its way (its directory is gone): say so, not a 500.
+      if (!this.records.has(record.Id)) throw notFound(`No such container: ${record.Id}`);
+      throw err;
+    }
   }
 
   /** What `docker commit` needs: the writable layer, the config, and a way to pause meanwhile. */

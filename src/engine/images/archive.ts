@@ -318,7 +318,13 @@ async function extractArchive(store: ImageStore, input: Readable): Promise<Extra
 
 /** The extracted file an archive member names (following the archive's own links), if any. */
 function resolveMember(archive: ExtractedArchive, name: string): string | undefined {
-  let rel = layerRelativePath(name);
+  let rel: string;
+  try {
+    rel = layerRelativePath(name);
+  } catch (err) {
+    // manifest.json naming "../../etc/passwd": the archive is bad, the daemon is not.
+    throw invalid(`invalid archive: ${(err as Error).message}`);
+  }
   for (let hops = 0; hops < 40; hops++) {
     const link = archive.links.get(rel);
     if (!link) {

@@ -64,6 +64,8 @@ export class VolumeService {
   async create(req: CreateVolumeRequest = {}, anonymous = false): Promise<VolumeRecord> {
     if (req.Driver && req.Driver !== 'local') throw notFound(`plugin "${req.Driver}" not found`);
     const name = req.Name || randomBytes(32).toString('hex');
+    // The name becomes a directory (plus temp affixes while created): keep it under NAME_MAX.
+    if (name.length > 200) throw invalid(`create ${name.slice(0, 40)}...: volume name is longer than 200 characters`);
     if (!VALID_NAME.test(name)) {
       throw invalid(`create ${name}: "${name}" includes invalid characters for a local volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host directory, use absolute path`);
     }
