@@ -25,6 +25,8 @@ export interface DaemonConfig {
   vmTemplates?: boolean;
   /** Outbound access for containers: NAT from the daemon's network namespace (dockerd's --ip-masq). */
   ipMasq: boolean;
+  /** Resolvers for names that are not containers' (dockerd's --dns); unset: the host's. */
+  dns?: string[];
   /**
    * Group that owns unix sockets (dockerd's -G/--group). Absent: "docker" when that group
    * exists, else root's group. An empty string keeps root's group.
@@ -58,6 +60,8 @@ Options:
       --hypervisor string       Hypervisor driver: qemu, xen, virtualbox, firecracker or
                                 cloud-hypervisor (default qemu)
       --guest-kernel string     paddock (built from kernel/) or debian-cloud (default paddock)
+      --dns list                DNS servers for names that are not containers' (default: the
+                                host's resolvers)
       --ip-masq                 Give containers outbound access through NAT (default true;
                                 --ip-masq=false to turn it off)
       --vm-templates            Start containers as clones of a saved, booted VM (default
@@ -88,6 +92,7 @@ export function parseDaemonArgs(argv: string[]): DaemonConfig | 'help' {
       'config-file': { type: 'string' },
       'vm-templates': { type: 'string' },
       'ip-masq': { type: 'string' },
+      dns: { type: 'string', multiple: true },
       group: { type: 'string', short: 'G' },
       tls: { type: 'string' },
       tlsverify: { type: 'string' },
@@ -120,6 +125,7 @@ export function parseDaemonArgs(argv: string[]): DaemonConfig | 'help' {
     defaultMemoryMiB: Number(file['default-memory-mib'] ?? 128),
     vmTemplates: booleanFlag(pick<unknown>(values['vm-templates'], 'vm-templates', true), 'vm-templates'),
     ipMasq: parseBool(pick(values['ip-masq'], 'ip-masq', 'true'), 'ip-masq'),
+    dns: pick<string[] | undefined>(values.dns, 'dns', undefined),
     group: pick<string | undefined>(values.group, 'group', undefined),
     tls: tlsConfig(values, file),
   };

@@ -76,7 +76,7 @@ export async function buildEngine(config: DaemonConfig): Promise<Engine> {
   });
   const volumes = await VolumeService.open({ root: path.join(config.dataRoot, 'volumes'), events });
   const fabric = await openFabric(config);
-  const networks = await NetworkService.open({ root: path.join(config.dataRoot, 'network'), events, fabric });
+  const networks = await NetworkService.open({ root: path.join(config.dataRoot, 'network'), events, fabric, dns: config.dns });
   const containers = await ContainerService.open({
     root: path.join(config.dataRoot, 'containers'),
     events,

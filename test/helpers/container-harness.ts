@@ -51,7 +51,7 @@ export async function startContainerHarness(): Promise<ContainerHarness> {
   });
   const open = async () => {
     volumes = await VolumeService.open({ root: path.join(base, 'volumes'), events });
-    networks = await NetworkService.open({ root: path.join(base, 'network'), events, fabric });
+    networks = await NetworkService.open({ root: path.join(base, 'network'), events, fabric, dns: [] });
     return ContainerService.open({ root: path.join(base, 'containers'), events, images, hypervisor, guest, defaultMemoryMiB: 128, volumes, networks });
   };
   let volumes: VolumeService;

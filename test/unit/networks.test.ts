@@ -70,6 +70,10 @@ describe('network service', () => {
     expect(svc.lookup('b'.repeat(64), 'web.app')).toEqual(['10.50.0.2']);
     expect(svc.lookup('b'.repeat(64), 'a'.repeat(12))).toEqual(['10.50.0.2']);
     expect(svc.lookup('b'.repeat(64), 'example.com')).toBeNull();
+    expect(svc.reverseLookup('10.50.0.2')).toBe('web');
+    expect(svc.reverseLookup('10.50.0.1')).toBe('nxdomain');
+    expect(svc.reverseLookup('127.0.0.11')).toBe('nxdomain');
+    expect(svc.reverseLookup('192.0.2.1')).toBeNull();
     const bridgeOnly = svc.allocateEndpoint(svc.get('bridge'), { id: 'c'.repeat(64), name: 'lonely' }, { IPAMConfig: null, Aliases: null, Links: null });
     expect(intToIp(bridgeOnly.ip)).toBe('172.17.0.2');
     expect(svc.lookup('c'.repeat(64), 'web')).toBeNull();
@@ -131,6 +135,13 @@ describe('dns answers', () => {
     expect(aaaa.answers).toEqual([]);
     expect((aaaa.flags ?? 0) & 0xf).toBe(0); // NOERROR
     expect(answerLocally(query('example.org', 'A'), lookup)).toBeNull();
+    // PTR: a container's address gives its name; our other addresses are never asked upstream.
+    const reverse = (ip: string) => (ip === '10.0.0.2' ? 'web' : ip.startsWith('127.') ? 'nxdomain' : null);
+    const ptr = (name: string) => dnsPacket.encode({ type: 'query', id: 9, questions: [{ type: 'PTR', name }] });
+    expect(dnsPacket.decode(answerLocally(ptr('2.0.0.10.in-addr.arpa'), lookup, reverse)!).answers!.map((a) => (a as { data: string }).data)).toEqual(['web']);
+    const nx = dnsPacket.decode(answerLocally(ptr('11.0.0.127.in-addr.arpa'), lookup, reverse)!);
+    expect(((nx.flags ?? 0) & 0xf)).toBe(3); // NXDOMAIN
+    expect(answerLocally(ptr('8.8.8.8.in-addr.arpa'), lookup, reverse)).toBeNull();
     expect(answerLocally(Buffer.from('garbage'), lookup)).toBeNull();
   });
 });

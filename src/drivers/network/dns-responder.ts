@@ -14,6 +14,12 @@ const log = logger('dns');
 /** IPv4 addresses for a name, or null when the name is not the engine's to answer. */
 export type NameLookup = (name: string) => string[] | null;
 
+/**
+ * Names for an address (PTR): a name, 'nxdomain' for an address that is ours but unnamed (a
+ * gateway, loopback: never asked upstream), or null when the address is not ours.
+ */
+export type AddressLookup = (ip: string) => string | 'nxdomain' | null;
+
 const FORWARD_TIMEOUT_MS = 4000;
 const TTL = 600;
 
@@ -30,7 +36,7 @@ export function hostResolvers(resolvConf = '/etc/resolv.conf'): string[] {
 }
 
 /** Builds the answer for a query we own; exported for tests. */
-export function answerLocally(query: Buffer, lookup: NameLookup): Buffer | null {
+export function answerLocally(query: Buffer, lookup: NameLookup, reverse: AddressLookup = () => null): Buffer | null {
   let packet: dnsPacket.Packet;
   try {
     packet = dnsPacket.decode(query);
@@ -39,22 +45,25 @@ export function answerLocally(query: Buffer, lookup: NameLookup): Buffer | null 
   }
   const q = packet.questions?.[0];
   if (!q || packet.type !== 'query') return null;
+  // Authoritative, recursion available; NOERROR with no records for AAAA and others, so
+  // resolvers do not go on to ask upstream about a container's name.
+  const flags = dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_AVAILABLE | ((packet.flags ?? 0) & dnsPacket.RECURSION_DESIRED);
   const name = q.name.replace(/\.$/, '');
+  if (q.type === 'PTR') {
+    const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\.in-addr\.arpa$/i.exec(name);
+    if (!m) return null;
+    const found = reverse(`${m[4]}.${m[3]}.${m[2]}.${m[1]}`);
+    if (!found) return null;
+    const answers: dnsPacket.Answer[] = found === 'nxdomain' ? [] : [{ type: 'PTR', name: q.name, class: 'IN', ttl: TTL, data: found }];
+    return dnsPacket.encode({ type: 'response', id: packet.id, flags: flags | (found === 'nxdomain' ? 3 : 0), questions: packet.questions, answers });
+  }
   const addresses = lookup(name.toLowerCase());
   if (!addresses) return null;
   const answers: dnsPacket.Answer[] =
     q.type === 'A'
       ? addresses.map((ip) => ({ type: 'A' as const, name: q.name, class: 'IN' as const, ttl: TTL, data: ip }))
       : [];
-  return dnsPacket.encode({
-    type: 'response',
-    id: packet.id,
-    // Authoritative, recursion available; NOERROR with no records for AAAA and others, so
-    // resolvers do not go on to ask upstream about a container's name.
-    flags: dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_AVAILABLE | (packet.flags ?? 0) & dnsPacket.RECURSION_DESIRED,
-    questions: packet.questions,
-    answers,
-  });
+  return dnsPacket.encode({ type: 'response', id: packet.id, flags, questions: packet.questions, answers });
 }
 
 /** Sends the query unchanged to the upstream servers, first answer wins. */
@@ -90,6 +99,6 @@ function servfail(query: Buffer): Buffer | null {
 }
 
 /** A resolver for one container: local names first, then upstream. */
-export function containerResolver(lookup: NameLookup, upstream: () => string[]): (query: Buffer) => Promise<Buffer | null> {
-  return async (query) => answerLocally(query, lookup) ?? forwardQuery(query, upstream());
+export function containerResolver(lookup: NameLookup, reverse: AddressLookup, upstream: () => string[]): (query: Buffer) => Promise<Buffer | null> {
+  return async (query) => answerLocally(query, lookup, reverse) ?? forwardQuery(query, upstream());
 }

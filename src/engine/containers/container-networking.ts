@@ -5,7 +5,7 @@
  */
 import type { AgentConnection } from '../../drivers/agent/agent-client';
 import type { NicSpec } from '../../drivers/hypervisor/hypervisor';
-import { containerResolver, hostResolvers } from '../../drivers/network/dns-responder';
+import { containerResolver } from '../../drivers/network/dns-responder';
 import type { PublishedPort } from '../../drivers/network/port-publisher';
 import { invalid, notFound, PaddockError } from '../../errors';
 import { logger } from '../../util/log';
@@ -141,8 +141,14 @@ export class ContainerNetworking {
   /** Once the guest agent is up: switch endpoints, guest interfaces, resolver, ports. */
   async activate(agent: AgentConnection): Promise<void> {
     this.agent = agent;
-    const upstream = this.record.HostConfig.Dns?.length ? this.record.HostConfig.Dns : hostResolvers();
-    agent.setDnsResolver(containerResolver((name) => this.networks.lookup(this.record.Id, name), () => upstream));
+    const upstream = this.record.HostConfig.Dns?.length ? this.record.HostConfig.Dns : this.networks.upstreamResolvers();
+    agent.setDnsResolver(
+      containerResolver(
+        (name) => this.networks.lookup(this.record.Id, name),
+        (ip) => this.networks.reverseLookup(ip),
+        () => upstream,
+      ),
+    );
     const eps = this.networks.endpointsOf(this.record.Id);
     for (const [i, ep] of eps.entries()) await this.plug(ep, i === 0);
     await this.publishPorts();

@@ -9,6 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import { hostResolvers } from '../../drivers/network/dns-responder';
 import type { NetworkFabric } from '../../drivers/network/fabric';
 import { ObjectDirectory } from '../../drivers/storage/state-store';
 import { conflict, invalid, notFound, PaddockError } from '../../errors';
@@ -113,12 +114,13 @@ export class NetworkService {
     private readonly root: string,
     private readonly events: EventBus,
     readonly fabric: NetworkFabric | null,
+    private readonly defaultDns: string[] | null,
   ) {
     this.store = new ObjectDirectory<NetworkRecord>(root, 'network.json');
   }
 
-  static async open(opts: { root: string; events: EventBus; fabric: NetworkFabric | null }): Promise<NetworkService> {
-    const svc = new NetworkService(opts.root, opts.events, opts.fabric);
+  static async open(opts: { root: string; events: EventBus; fabric: NetworkFabric | null; dns?: string[] }): Promise<NetworkService> {
+    const svc = new NetworkService(opts.root, opts.events, opts.fabric, opts.dns ?? null);
     await fs.mkdir(opts.root, { recursive: true });
     await svc.store.sweep();
     for (const id of await svc.store.ids()) {
@@ -374,6 +376,33 @@ export class NetworkService {
       }
     }
     return found.length ? unique(found) : null;
+  }
+
+  /**
+   * PTR answers: a running container's address gives its name; loopback and the addresses of
+   * any of our networks are ours (answered "no such name", never asked upstream).
+   */
+  reverseLookup(ip: string): string | 'nxdomain' | null {
+    let n: number;
+    try {
+      n = ipToInt(ip);
+    } catch {
+      return null;
+    }
+    for (const eps of this.live.values()) {
+      for (const ep of eps.values()) if (ep.ip === n) return ep.containerName;
+    }
+    if (ip.startsWith('127.')) return 'nxdomain';
+    for (const net of this.networks.values()) {
+      const subnet = this.subnetOf(net);
+      if (subnet && contains(subnet, n)) return 'nxdomain';
+    }
+    return null;
+  }
+
+  /** Upstream resolvers for names that are not containers': --dns of the daemon, else the host's. */
+  upstreamResolvers(): string[] {
+    return this.defaultDns ?? hostResolvers();
   }
 
   // ------------------------------------------------------------------ internals
