@@ -180,7 +180,7 @@ export async function loadAgainstFreshDaemon(o: { clients: number; requests: num
     if (daemon) {
       const gone = new Promise((r) => daemon!.child.once('exit', r));
       daemon.child.kill('SIGTERM');
-      await Promise.race([gone, new Promise((r) => setTimeout(r, 20_000))]);
+      await Promise.race([gone, new Promise((r) => setTimeout(r, 20_000).unref())]);
       await daemon.kill('SIGKILL');
     }
     await registry.stop();

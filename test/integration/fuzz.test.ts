@@ -54,7 +54,7 @@ afterAll(async () => {
     // A clean stop ends the VMs; SIGKILL if it does not come.
     const stopped = new Promise((r) => daemon.child.once('exit', r));
     daemon.child.kill('SIGTERM');
-    await Promise.race([stopped, new Promise((r) => setTimeout(r, 20_000))]);
+    await Promise.race([stopped, new Promise((r) => setTimeout(r, 20_000).unref())]);
     await daemon.kill('SIGKILL');
   }
   await registry?.stop();
