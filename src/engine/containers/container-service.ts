@@ -254,7 +254,9 @@ export class ContainerService {
         }
         await this.killRuntime(record, 9);
       }
-      await this.unmountRootfs(record.Id);
+      // Detached, as dockerd's overlay2 driver does (MNT_DETACH): a cp or export still reading
+      // the tree must not make rm fail with "target is busy".
+      await this.unmountRootfs(record.Id, true);
       this.records.delete(record.Id);
       await this.store.remove(record.Id);
       // Clients attached to a container that never ran (a failed --rm start) are done too.
@@ -928,7 +930,11 @@ export class ContainerService {
 
   async persist(record: ContainerRecord): Promise<void> {
     if (!this.records.has(record.Id)) return;
-    await this.store.write(record.Id, record);
+    await this.store.write(record.Id, record).catch((err: NodeJS.ErrnoException) => {
+      // Removed while this write was under way (rm racing update/rename): as if it came after.
+      if (err.code === 'ENOENT' && !this.records.has(record.Id)) return;
+      throw err;
+    });
   }
 
   /** The container's rootfs on the host, mounted on demand (docker cp, export, diff). */
@@ -977,9 +983,9 @@ export class ContainerService {
   }
 
   /** Everything the host mounted for a run of the container: its overlay and its staged mounts. */
-  private async unmountRootfs(id: string): Promise<void> {
+  private async unmountRootfs(id: string, lazy = false): Promise<void> {
     await releaseStagedMounts(this.mountStagingDir(id));
-    await unmountOverlay(path.join(this.containerDir(id), 'rootfs', 'merged'), false);
+    await unmountOverlay(path.join(this.containerDir(id), 'rootfs', 'merged'), lazy);
   }
 
   /** Outside the container's own directory, which is deleted recursively on rm. */
