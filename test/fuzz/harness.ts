@@ -32,11 +32,11 @@ export function makeBase(prefix: string): string {
 }
 
 /**
- * VM templates (issue 7) are still being built by another engineer and their first build can
- * stall a start here; these runs judge the API and state, so they boot plainly unless
- * PADDOCK_TEST_VM_TEMPLATES=1.
+ * The daemon's defaults, VM templates included (a kill during a template build is one of the
+ * instants fault injection covers). PADDOCK_TEST_VM_TEMPLATES=0 boots every VM plainly, to tell
+ * a template problem from another.
  */
-const templateArgs = () => (process.env.PADDOCK_TEST_VM_TEMPLATES === '1' ? [] : ['--vm-templates=false']);
+const templateArgs = () => (process.env.PADDOCK_TEST_VM_TEMPLATES === '0' ? ['--vm-templates=false'] : []);
 
 /** Starts paddockd on `base` (reused across restarts: same data and exec roots) and waits for /_ping. */
 export async function startPaddockd(base: string, extraArgs: string[] = [], opts: { echoStderr?: boolean } = {}): Promise<DaemonProcess> {

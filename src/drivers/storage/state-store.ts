@@ -7,9 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 
-export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o600): Promise<void> {
+export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o600, createDir = true): Promise<void> {
   const dir = path.dirname(file);
-  await fs.mkdir(dir, { recursive: true });
+  if (createDir) await fs.mkdir(dir, { recursive: true });
   const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
   const fh = await fs.open(tmp, 'w', mode);
   try {
@@ -27,8 +27,8 @@ export async function writeFileAtomic(file: string, data: string | Buffer, mode 
   await fsyncDir(dir);
 }
 
-export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
-  await writeFileAtomic(file, JSON.stringify(value, null, 1));
+export async function writeJsonAtomic(file: string, value: unknown, createDir = true): Promise<void> {
+  await writeFileAtomic(file, JSON.stringify(value, null, 1), 0o600, createDir);
 }
 
 export async function readJson<T>(file: string): Promise<T | undefined> {
@@ -77,8 +77,12 @@ export class ObjectDirectory<T> {
     return readJson<T>(path.join(this.dirOf(id), this.file));
   }
 
+  /**
+   * Updates an existing object. Its directory is never created here: a write racing remove()
+   * would otherwise bring back a removed object as a directory holding only this file.
+   */
   async write(id: string, value: T): Promise<void> {
-    await writeJsonAtomic(path.join(this.dirOf(id), this.file), value);
+    await writeJsonAtomic(path.join(this.dirOf(id), this.file), value, false);
   }
 
   /** Creates the object's directory and first state in one rename. */
@@ -117,6 +121,17 @@ export class ObjectDirectory<T> {
     for (const n of names) {
       if (n.startsWith('.') && (n.endsWith('.creating') || n.endsWith('.removing') || n.endsWith('.tmp'))) {
         await fs.rm(path.join(this.root, n), { recursive: true, force: true });
+        continue;
+      }
+      // A kill during write() leaves its temp file inside the object's directory.
+      let inner: string[] = [];
+      try {
+        inner = await fs.readdir(path.join(this.root, n));
+      } catch {
+        continue; // not a directory
+      }
+      for (const m of inner) {
+        if (m.startsWith('.') && m.endsWith('.tmp')) await fs.rm(path.join(this.root, n, m), { force: true });
       }
     }
   }
