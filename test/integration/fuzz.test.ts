@@ -187,6 +187,16 @@ test('known bad requests: each answered with a JSON error, none takes the daemon
   // Parser-level errors get the JSON error shape too.
   expectError(await raw('POST /containers/create HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n'), 400, /bad request/);
   expectError(await raw(`GET /_ping HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(80 * 1024)}\r\n\r\n`), 431, /HEADER_OVERFLOW/);
+  // An update sent while the create of the same name is still writing its state once failed
+  // (ENOENT, 500), and before that could leave a half container behind.
+  for (let i = 0; i < 5; i++) {
+    const name = `race-${i}`;
+    const creating = api(sock, 'POST', `/containers/create?name=${name}`, { Image: busybox, Cmd: ['true'] });
+    const updates = await Promise.all(Array.from({ length: 10 }, () => api(sock, 'POST', `/containers/${name}/update`, { CpuShares: 512 })));
+    expect((await creating).status).toBe(201);
+    for (const u of updates) expect([200, 404]).toContain(u.status);
+    expect((await api(sock, 'DELETE', `/containers/${name}`)).status).toBe(204);
+  }
   // Tars cut off inside a member: the member's stream failed with nobody listening (an
   // uncaught exception) in archive PUT; load and import must take them as calmly.
   const pack = tar.pack();

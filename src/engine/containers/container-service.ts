@@ -83,6 +83,8 @@ export type WaitCondition = 'not-running' | 'next-exit' | 'removed';
 
 export class ContainerService {
   private readonly store: ObjectDirectory<ContainerRecord>;
+  /** Creations whose directory is not there yet (see create()). */
+  private readonly creating: Map<string, Promise<void>>;
   private readonly records = new Map<string, ContainerRecord>();
   private readonly runtimes = new Map<string, Runtime>();
   private readonly attachments = new Map<string, Set<Attachment>>();
@@ -94,6 +96,7 @@ export class ContainerService {
 
   private constructor(private readonly opts: ContainerServiceOptions) {
     this.store = new ObjectDirectory<ContainerRecord>(opts.root);
+    this.creating = new Map();
     this.lifecycle.setMaxListeners(0);
     this.execs = new ExecManager(this, opts.events);
   }
@@ -232,11 +235,18 @@ export class ContainerService {
     // The name is claimed before the first await that could interleave another create.
     this.assertNameFree(wanted);
     this.records.set(id, record);
+    // Until its directory exists, writes of this record (an update or rename sent right after
+    // the name became visible) wait: they would otherwise fail, or make the directory first
+    // and break this create.
+    const created = this.store.create(id, record);
+    this.creating.set(id, created.then(() => undefined, () => undefined));
     try {
-      await this.store.create(id, record);
+      await created;
     } catch (err) {
       this.records.delete(id);
       throw err;
+    } finally {
+      this.creating.delete(id);
     }
     this.publish(record, 'create');
     return { Id: id, Warnings: [] };
@@ -929,6 +939,7 @@ export class ContainerService {
   // ---------------------------------------------------------------- helpers
 
   async persist(record: ContainerRecord): Promise<void> {
+    await this.creating.get(record.Id);
     if (!this.records.has(record.Id)) return;
     await this.store.write(record.Id, record).catch((err: NodeJS.ErrnoException) => {
       // Removed while this write was under way (rm racing update/rename): as if it came after.
