@@ -34,6 +34,7 @@ import type {
 import { QmpClient } from './qmp';
 import { openTemplateFiles, restoreTemplateState, saveTemplateState, templateArgs } from './qemu-template';
 import { VmmConfinement, type ConfinementOptions, type VmmJail } from './vmm-confinement';
+import { ConsoleBuffer, spawnWithParentDeath } from './vmm-process';
 
 const log = logger('qemu');
 
@@ -53,7 +54,6 @@ export interface QemuOptions {
   confinement?: ConfinementOptions;
 }
 
-const CONSOLE_TAIL_BYTES = 16 * 1024;
 const CLOCK_TICKS_PER_SECOND = 100;
 
 export class QemuHypervisor implements Hypervisor {
@@ -402,22 +402,6 @@ class QemuVm implements Vm {
   }
 }
 
-/** Keeps the last bytes of the guest console for error messages. */
-class ConsoleBuffer {
-  private chunks: Buffer[] = [];
-  private size = 0;
-
-  append(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
-    while (this.size > CONSOLE_TAIL_BYTES && this.chunks.length > 1) this.size -= this.chunks.shift()!.length;
-  }
-
-  text(): string {
-    return Buffer.concat(this.chunks).toString('utf8').slice(-CONSOLE_TAIL_BYTES);
-  }
-}
-
 function blockdevJson(d: DiskSpec): string {
   return JSON.stringify({
     'node-name': d.id,
@@ -443,18 +427,6 @@ function netdevQmp(nic: NicSpec): Record<string, unknown> {
   return nic.backend.kind === 'tap'
     ? { type: 'tap', id: nic.id, ifname: nic.backend.name, script: 'no', downscript: 'no' }
     : { type: 'stream', id: nic.id, server: false, addr: { type: 'unix', path: nic.backend.path } };
-}
-
-let setprivPath: string | null | undefined;
-
-/**
- * Spawns a helper that the kernel kills when the daemon dies (PR_SET_PDEATHSIG through
- * util-linux's setpriv): the only way in Node to stop a crash from orphaning VMs.
- */
-function spawnWithParentDeath(binary: string, args: string[]): ChildProcess {
-  if (setprivPath === undefined) setprivPath = findOnPath('setpriv');
-  const [cmd, argv] = setprivPath ? [setprivPath, ['--pdeathsig', 'KILL', '--', binary, ...args]] : [binary, args];
-  return spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
 }
 
 function exitPromise(proc: ChildProcess, console: ConsoleBuffer): Promise<VmExit> {
