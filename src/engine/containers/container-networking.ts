@@ -36,6 +36,14 @@ export function emptyEndpoint(networkId: string, requested: Partial<Requested> =
   };
 }
 
+/** A stopped container's view: its networks and aliases stay, its addresses and ports go. */
+export function clearRuntimeNetworking(record: ContainerRecord): void {
+  if (!record.NetworkSettings) return;
+  const nets = record.NetworkSettings.Networks;
+  for (const [name, s] of Object.entries(nets)) nets[name] = { ...emptyEndpoint(s.NetworkID, s), Aliases: s.Aliases };
+  record.NetworkSettings.Ports = {};
+}
+
 /** The network mode as stored: Docker's "default" is the bridge. */
 export function networkMode(hc: { NetworkMode?: string }): string {
   const m = hc.NetworkMode || 'default';
@@ -180,11 +188,7 @@ export class ContainerNetworking {
     const fabric = this.networks.fabric;
     for (const ep of this.networks.endpointsOf(this.record.Id)) this.networks.releaseEndpoint(ep.networkId, this.record.Id);
     if (fabric && this.nic) await fabric.closePort(this.record.Id).catch(() => undefined);
-    const nets = this.record.NetworkSettings?.Networks ?? {};
-    for (const [name, s] of Object.entries(nets)) {
-      nets[name] = { ...emptyEndpoint(s.NetworkID, s), Aliases: s.Aliases, DNSNames: null };
-    }
-    if (this.record.NetworkSettings) this.record.NetworkSettings.Ports = {};
+    clearRuntimeNetworking(this.record);
   }
 
   /** The container's address on its first network (for /etc/hosts). */

@@ -30,7 +30,7 @@ import { ExecManager } from './exec';
 import { HealthMonitor, probeCommand } from './health';
 import { resolveMounts } from './mounts';
 import { releaseStagedMounts, stageMounts } from '../../drivers/storage/mount-staging';
-import { ContainerNetworking, emptyEndpoint, initialNetworks } from './container-networking';
+import { clearRuntimeNetworking, ContainerNetworking, emptyEndpoint, initialNetworks } from './container-networking';
 import type { NetworkRecord, NetworkService } from '../networks/network-service';
 import { resolveInRoot } from './scoped-path';
 import { JsonLogWriter, matches, readLogEntries, type LogEntry, type LogQuery } from './json-log';
@@ -529,12 +529,7 @@ export class ContainerService {
    */
   private legacyLinkEnv(record: ContainerRecord): string[] {
     const env: string[] = [];
-    for (const link of record.HostConfig.Links ?? []) {
-      const [targetRef, aliasPath] = link.split(':');
-      const target = this.find(targetRef.replace(/^\//, ''));
-      const ip = target?.NetworkSettings?.Networks?.bridge?.IPAddress;
-      if (!target || !ip) continue;
-      const alias = (aliasPath ?? targetRef).split('/').pop()!;
+    for (const { target, alias, ip } of this.legacyLinks(record)) {
       const prefix = alias.toUpperCase().replace(/[^A-Z0-9_]/g, '_');
       const ports = Object.keys(target.Config.ExposedPorts ?? {})
         .map((k) => {
@@ -590,7 +585,12 @@ export class ContainerService {
    * must be running (dockerd's rule and wording).
    */
   private legacyLinkHosts(record: ContainerRecord): string[] {
-    const lines: string[] = [];
+    return this.legacyLinks(record).map(({ target, alias, ip }) => `${ip}\t${alias} ${target.Id.slice(0, 12)} ${target.Name.slice(1)}`);
+  }
+
+  /** The containers `--link` names, with their aliases and default-bridge addresses. */
+  private legacyLinks(record: ContainerRecord): Array<{ target: ContainerRecord; alias: string; ip: string }> {
+    const links: Array<{ target: ContainerRecord; alias: string; ip: string }> = [];
     for (const link of record.HostConfig.Links ?? []) {
       const [targetRef, aliasPath] = link.split(':');
       const target = this.find(targetRef.replace(/^\//, ''));
@@ -599,9 +599,9 @@ export class ContainerService {
         throw conflict(`Cannot link to a non running container: ${targetRef.startsWith('/') ? targetRef : `/${targetRef}`} AS ${record.Name}/${alias}`);
       }
       const ip = target.NetworkSettings?.Networks?.bridge?.IPAddress;
-      if (ip) lines.push(`${ip}\t${alias} ${target.Id.slice(0, 12)} ${target.Name.slice(1)}`);
+      if (ip) links.push({ target, alias, ip });
     }
-    return lines;
+    return links;
   }
 
   private wireOutput(record: ContainerRecord, runtime: Runtime): void {
@@ -915,12 +915,7 @@ export class ContainerService {
         // Its VM died with the previous daemon (QEMU runs with a parent-death signal), and its
         // addresses and published ports with it.
         record.State = exitedState(record.State, 137);
-        if (record.NetworkSettings) {
-          for (const [name, s] of Object.entries(record.NetworkSettings.Networks)) {
-            record.NetworkSettings.Networks[name] = { ...emptyEndpoint(s.NetworkID, s), Aliases: s.Aliases };
-          }
-          record.NetworkSettings.Ports = {};
-        }
+        clearRuntimeNetworking(record);
         await this.persist(record);
         toRestart.push(record);
       } else if (record.State.Status === 'exited' && ['always', 'unless-stopped'].includes(record.HostConfig.RestartPolicy?.Name ?? '')) {
