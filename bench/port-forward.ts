@@ -42,7 +42,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import readline from 'node:readline';
 import { DOCKER_CLI, runDocker, startTestDaemon, type CliResult } from '../test/helpers/daemon';
-import { REFERENCE_DOCKER_CLI, referenceDockerdUnavailable } from '../test/helpers/reference-dockerd';
+import { containerdConfig, daemonEnv, launcherScript, REFERENCE_DOCKER_CLI, referenceDockerdUnavailable } from '../test/helpers/reference-dockerd';
 import { removeTree, startTestRegistry, stopProcess } from '../test/helpers/registry';
 import { seedTestImages } from '../test/helpers/seed-images';
 import { argNumber } from './guest-boot';
@@ -309,30 +309,9 @@ async function startBridgedDockerd(netns: string, registryHost: string): Promise
     launcher: path.join(base, 'launch.sh'),
   };
   for (const d of [path.join(base, 'ctd'), path.join(base, 'data'), path.join(base, 'exec'), p.etcDocker, p.cliConfig]) await fs.mkdir(d, { recursive: true });
-  const q = JSON.stringify;
-  await fs.writeFile(
-    p.containerdConfig,
-    [
-      'version = 2',
-      `root = ${q(path.join(base, 'ctd', 'root'))}`,
-      `state = ${q(path.join(base, 'ctd', 'state'))}`,
-      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
-      '[grpc]',
-      `  address = ${q(p.containerdSock)}`,
-      '[ttrpc]',
-      `  address = ${q(`${p.containerdSock}.ttrpc`)}`,
-      '[debug]',
-      '  address = ""',
-      '[metrics]',
-      '  address = ""',
-      '[plugins."io.containerd.internal.v1.opt"]',
-      `  path = ${q(path.join(base, 'ctd', 'opt'))}`,
-      '',
-    ].join('\n'),
-  );
+  await fs.writeFile(p.containerdConfig, containerdConfig(base, p.containerdSock));
   await fs.writeFile(path.join(base, 'daemon.json'), '{}\n');
   await fs.writeFile(path.join(p.cliConfig, 'config.json'), '{}\n');
-  const sq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   const dockerdArgs = [
     `--host=unix://${p.dockerSock}`,
     `--data-root=${path.join(base, 'data')}`,
@@ -351,28 +330,8 @@ async function startBridgedDockerd(netns: string, registryHost: string): Promise
     '--log-level=warn',
     `--insecure-registry=${registryHost}`,
   ];
-  await fs.writeFile(
-    p.launcher,
-    [
-      'set -uo pipefail',
-      '[ -d /etc/docker ] || { echo "no /etc/docker to shadow" >&2; exit 3; }',
-      `mount --bind ${sq(p.etcDocker)} /etc/docker || exit 3`,
-      `setpriv --pdeathsig KILL -- /usr/bin/containerd --config ${sq(p.containerdConfig)} --log-level warn &`,
-      'containerd_pid=$!',
-      `for i in $(seq 1 200); do [ -S ${sq(p.containerdSock)} ] && break; sleep 0.1; done`,
-      `[ -S ${sq(p.containerdSock)} ] || { echo "containerd did not start" >&2; kill -KILL $containerd_pid; exit 4; }`,
-      `setpriv --pdeathsig KILL -- /usr/sbin/dockerd ${dockerdArgs.map(sq).join(' ')} &`,
-      'dockerd_pid=$!',
-      "trap 'kill -TERM $dockerd_pid 2>/dev/null' TERM INT",
-      'while kill -0 $dockerd_pid 2>/dev/null; do wait $dockerd_pid; done',
-      'kill -TERM $containerd_pid 2>/dev/null',
-      'wait $containerd_pid',
-      '',
-    ].join('\n'),
-    { mode: 0o700 },
-  );
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!/_proxy$/i.test(k) && !k.startsWith('DOCKER_')) env[k] = v;
+  await fs.writeFile(p.launcher, launcherScript(p, dockerdArgs), { mode: 0o700 });
+  const env = daemonEnv();
   const daemon = spawn('nsenter', [`--net=${netns}`, '--', 'setpriv', '--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'private', '--', 'bash', p.launcher], {
     env,
     stdio: ['ignore', 'ignore', 'pipe'],

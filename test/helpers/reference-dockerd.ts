@@ -129,7 +129,7 @@ export async function startReferenceDockerd(opts: { insecureRegistries: string[]
  * containerd, waits for its socket, runs dockerd; on SIGTERM stops dockerd, then containerd, and
  * reaps both (so nothing is left for init to reap). If this shell dies, both die with it.
  */
-function launcherScript(p: { etcDocker: string; containerdConfig: string; containerdSock: string }, dockerdArgs: string[]): string {
+export function launcherScript(p: { etcDocker: string; containerdConfig: string; containerdSock: string }, dockerdArgs: string[]): string {
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   return [
     'set -uo pipefail',
@@ -152,7 +152,7 @@ function launcherScript(p: { etcDocker: string; containerdConfig: string; contai
 }
 
 /** containerd with every path of its own (and the CRI plugin, which would want CNI, off). */
-function containerdConfig(base: string, sock: string): string {
+export function containerdConfig(base: string, sock: string): string {
   const q = JSON.stringify;
   return [
     'version = 2',
@@ -174,7 +174,7 @@ function containerdConfig(base: string, sock: string): string {
 }
 
 /** No proxies (registry traffic must go straight to 127.0.0.1) and no inherited DOCKER_* settings. */
-function daemonEnv(): NodeJS.ProcessEnv {
+export function daemonEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (/_proxy$/i.test(k) || k.startsWith('DOCKER_')) continue;
