@@ -3,7 +3,6 @@
  * unix socket, driven by the real docker CLI. Lets container behaviour be tested without a
  * registry (the full daemon tests cover pulls).
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, promises as fs } from 'node:fs';
 import type http from 'node:http';
 import os from 'node:os';
@@ -22,7 +21,7 @@ import { EventBus } from '../../src/engine/events';
 import { SystemService } from '../../src/engine/system';
 import { apiRequest, runDocker, type ApiResponse, type CliResult } from './daemon';
 import { FakeImages } from './fake-images';
-import { openQemu, repoRoot, testGuestImage } from './guest';
+import { openQemu, testGuestImage, testSwitchBinary } from './guest';
 
 export interface ContainerHarness {
   service: ContainerService;
@@ -46,7 +45,7 @@ export async function startContainerHarness(): Promise<ContainerHarness> {
   const fabric = await NetworkFabric.open({
     namespace: `paddock-h${process.pid}`,
     runDir: path.join(base, 'net'),
-    switchBinary: execFileSync('bash', [path.join(repoRoot, 'scripts/build-switch.sh')], { encoding: 'utf8' }).trim(),
+    switchBinary: testSwitchBinary(),
     masquerade: false,
   });
   const open = async () => {

@@ -56,6 +56,13 @@ export async function removeBusyboxRootfs(): Promise<void> {
   busybox = undefined;
 }
 
+let switchBinary: string | undefined;
+/** paddock-switch, built (once, cached by scripts/build-switch.sh) for tests that run networks. */
+export function testSwitchBinary(): string {
+  switchBinary ??= execFileSync('bash', [path.join(repoRoot, 'scripts/build-switch.sh')], { encoding: 'utf8' }).trim();
+  return switchBinary;
+}
+
 export function testRunRoot(): string {
   return path.join(os.tmpdir(), `paddock-test-run-${process.pid}`);
 }

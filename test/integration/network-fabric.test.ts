@@ -11,7 +11,7 @@ import dnsPacket from 'dns-packet';
 import type { QemuHypervisor } from '../../src/drivers/hypervisor/qemu';
 import { NetworkFabric } from '../../src/drivers/network/fabric';
 import { Sandbox } from '../../src/engine/sandbox';
-import { makeContainerRootfs, openQemu, readAll, removeBusyboxRootfs, repoRoot, testGuestImage, type TestContainerDir } from '../helpers/guest';
+import { makeContainerRootfs, openQemu, readAll, removeBusyboxRootfs, testGuestImage, testSwitchBinary, type TestContainerDir } from '../helpers/guest';
 
 jest.setTimeout(180_000);
 
@@ -43,7 +43,7 @@ async function run(sb: Sandbox, args: string[]): Promise<{ code: number; out: st
 }
 
 beforeAll(async () => {
-  const switchBinary = execFileSync('bash', [path.join(repoRoot, 'scripts/build-switch.sh')], { encoding: 'utf8' }).trim();
+  const switchBinary = testSwitchBinary();
   fabric = await NetworkFabric.open({
     namespace: nsName,
     runDir: path.join(os.tmpdir(), `pdk-net-${process.pid}`),
@@ -124,7 +124,7 @@ test('with masquerading, the namespace gets a userspace uplink and NAT, and noth
     return;
   }
   const hostLinks = execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).replace(/state \w+.*$/gm, '');
-  const switchBinary = execFileSync('bash', [path.join(repoRoot, 'scripts/build-switch.sh')], { encoding: 'utf8' }).trim();
+  const switchBinary = testSwitchBinary();
   const nat = await NetworkFabric.open({ namespace: `paddock-n${process.pid}`, runDir: path.join(os.tmpdir(), `pdk-nat-${process.pid}`), switchBinary, masquerade: true });
   try {
     // No packet is sent anywhere: only the configuration is looked at.

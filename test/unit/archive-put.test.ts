@@ -8,7 +8,7 @@ import { existsSync, promises as fs, mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import tar from 'tar-stream';
+import { makeTar } from '../helpers/tar';
 import { extractInto } from '../../src/engine/containers/container-fs';
 
 let base: string;
@@ -23,22 +23,6 @@ beforeEach(async () => {
   await fs.writeFile(hostFile, 'host only');
 });
 afterEach(() => fs.rm(base, { recursive: true, force: true }));
-
-type Member = Partial<tar.Header> & { name: string; content?: string };
-async function makeTar(members: Member[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  const done = new Promise<Buffer>((resolve, reject) => {
-    pack.on('data', (c: unknown) => chunks.push(Buffer.from(c as Buffer)));
-    pack.on('end', () => resolve(Buffer.concat(chunks)));
-    pack.on('error', reject);
-  });
-  for (const { content, ...header } of members) {
-    await new Promise<void>((resolve, reject) => pack.entry({ mode: 0o644, ...header }, content ?? '', (e) => (e ? reject(e) : resolve())));
-  }
-  pack.finalize();
-  return done;
-}
 
 /** Every regular file under the root: none may be the host file's inode. */
 async function inodesUnder(dir: string): Promise<number[]> {

@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import tar from 'tar-stream';
+import { makeTar } from '../helpers/tar';
 import { extractInto, listChanges, statPath, tarPath } from '../../src/engine/containers/container-fs';
 import { isWithin, resolveInRoot } from '../../src/engine/containers/scoped-path';
 import { resolveUser } from '../../src/engine/containers/users';
@@ -33,24 +34,6 @@ async function tree(files: Record<string, string | { link: string } | { dir: tru
     else if ('link' in what) await fs.symlink(what.link, p);
     else await fs.mkdir(p, { recursive: true });
   }
-}
-
-type Member = Partial<tar.Header> & { name: string; content?: string };
-async function makeTar(members: Member[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  const done = new Promise<Buffer>((resolve, reject) => {
-    pack.on('data', (c: unknown) => chunks.push(Buffer.from(c as Buffer)));
-    pack.on('end', () => resolve(Buffer.concat(chunks)));
-    pack.on('error', reject);
-  });
-  for (const { content, ...header } of members) {
-    await new Promise<void>((resolve, reject) =>
-      pack.entry({ mode: 0o644, mtime: new Date(1_600_000_000_000), ...header }, content ?? '', (e) => (e ? reject(e) : resolve())),
-    );
-  }
-  pack.finalize();
-  return done;
 }
 
 async function readTar(buf: Buffer): Promise<Array<{ name: string; type: string; linkname?: string | null; content: string }>> {
